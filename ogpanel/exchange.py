@@ -1,0 +1,63 @@
+"""One long-lived KalshiClient per credential and process.
+
+Parsing a private key costs ~40 ms and a TLS handshake more, so a client (its parsed key and
+its pooled session) is built once and reused until the credential's key, key id or base URL
+changes. Only this cache lives in process memory; the rate-limit budget it draws from is in
+Django's cache, shared by every panel process.
+"""
+
+import hashlib
+import threading
+
+from django.conf import settings
+from django.core.cache import cache
+
+from ogpanel import vault
+from ogpanel.kalshi import KalshiClient, RateLimiter
+from ogpanel.models import Credential
+
+_clients: dict[int, tuple[str, KalshiClient]] = {}
+_lock = threading.Lock()
+_limiter: RateLimiter | None = None
+
+
+def limiter() -> RateLimiter:
+    global _limiter
+    if _limiter is None:
+        _limiter = RateLimiter.for_tier(settings.OGPANEL_KALSHI_TIER, store=cache)
+    return _limiter
+
+
+def _version(credential: Credential) -> str:
+    material = "\n".join([credential.private_key_encrypted, credential.key_id, credential.base_url])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def client_for(credential: Credential) -> KalshiClient:
+    version = _version(credential)
+    with _lock:
+        cached = _clients.get(credential.pk)
+        if cached and cached[0] == version:
+            return cached[1]
+    pem = vault.decrypt(credential.private_key_encrypted, bound_to=str(credential.uuid))
+    client = KalshiClient(
+        credential.base_url,
+        credential.key_id,
+        pem,
+        timeout=(settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT),
+        max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
+        limiter=limiter(),
+    )
+    with _lock:
+        previous = _clients.get(credential.pk)
+        _clients[credential.pk] = (version, client)
+    if previous and previous[1] is not client:
+        previous[1].close()
+    return client
+
+
+def forget(credential_pk: int) -> None:
+    with _lock:
+        cached = _clients.pop(credential_pk, None)
+    if cached:
+        cached[1].close()

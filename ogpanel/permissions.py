@@ -1,0 +1,132 @@
+"""Who may do what, on which subaccounts: the one rule, used by views and templates alike.
+
+Roles are Django groups named after `Role` (created by a data migration). A user's role is the
+highest role among their groups; superusers are admins. An `AccessScope` row limits a user to
+some subaccounts; without one they may see every subaccount.
+"""
+
+from collections.abc import Callable, Iterable
+from enum import IntEnum, StrEnum
+from functools import wraps
+
+from django.http import HttpRequest, HttpResponse
+
+
+class Role(IntEnum):
+    NONE = 0
+    VIEWER = 1
+    OPS = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    VIEW_AUDIT = "view_audit"
+    RESET = "reset"
+    TRIGGER = "trigger"
+    KILL_SWITCH = "kill_switch"
+    CREATE = "create"
+    DELETE = "delete"
+    UPDATE_LIMIT = "update_limit"
+    EXPORT_AUDIT = "export_audit"
+    MANAGE_CREDENTIALS = "manage_credentials"
+    MANAGE_USERS = "manage_users"
+
+
+MIN_ROLE: dict[Action, Role] = {
+    Action.VIEW: Role.VIEWER,
+    Action.VIEW_AUDIT: Role.VIEWER,
+    Action.RESET: Role.OPS,
+    Action.TRIGGER: Role.OPS,
+    Action.KILL_SWITCH: Role.OPS,
+    Action.CREATE: Role.ADMIN,
+    Action.DELETE: Role.ADMIN,
+    Action.UPDATE_LIMIT: Role.ADMIN,
+    Action.EXPORT_AUDIT: Role.ADMIN,
+    Action.MANAGE_CREDENTIALS: Role.ADMIN,
+    Action.MANAGE_USERS: Role.ADMIN,
+}
+
+ROLE_NAMES = {role.label: role for role in Role if role is not Role.NONE}
+
+
+def role_of(user) -> Role:
+    if not user.is_authenticated or not user.is_active:
+        return Role.NONE
+    if user.is_superuser:
+        return Role.ADMIN
+    cached = getattr(user, "_ogpanel_role", None)
+    if cached is None:
+        names = user.groups.filter(name__in=ROLE_NAMES).values_list("name", flat=True)
+        cached = max((ROLE_NAMES[name] for name in names), default=Role.NONE)
+        user._ogpanel_role = cached
+    return cached
+
+
+def scope_of(user) -> frozenset[int] | None:
+    """The subaccounts a user is limited to, or None for all of them."""
+    if not user.is_authenticated:
+        return frozenset()
+    if not hasattr(user, "_ogpanel_scope"):
+        from ogpanel.models import AccessScope
+
+        row = AccessScope.objects.filter(user=user).values_list("subaccounts", flat=True).first()
+        user._ogpanel_scope = None if row is None else frozenset(row)
+    return user._ogpanel_scope
+
+
+def in_scope(user, subaccount: int) -> bool:
+    scope = scope_of(user)
+    return scope is None or subaccount in scope
+
+
+def visible(user, subaccounts: Iterable[int]) -> list[int]:
+    """The subaccounts, among those given, that the user may see."""
+    if role_of(user) < MIN_ROLE[Action.VIEW]:
+        return []
+    return [number for number in subaccounts if in_scope(user, number)]
+
+
+def can(user, action: Action, subaccount: int | None = None) -> bool:
+    """The rule. With a subaccount, the user must also be scoped to it."""
+    if role_of(user) < MIN_ROLE[action]:
+        return False
+    return subaccount is None or in_scope(user, subaccount)
+
+
+def allowed_actions(user) -> dict[str, bool]:
+    """What the templates read to decide which buttons and forms to render."""
+    return {action.value: can(user, action) for action in Action}
+
+
+def require(action: Action) -> Callable:
+    """View decorator: the user's role must allow `action`; otherwise 403, recorded in the audit log.
+
+    Subaccount scope is checked where the subaccount is known (forms and selectors), with 404
+    so that a user out of scope learns nothing about the group.
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not can(request.user, action):
+                return deny(request, action, kwargs)
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def deny(request: HttpRequest, action: Action, detail: dict | None = None, *, status: int = 403) -> HttpResponse:
+    from ogpanel import audit
+    from ogpanel.views.common import error_response
+
+    audit.record_denial(request, action, detail or {})
+    if status == 404:
+        return error_response(request, "Not found.", status=404)
+    return error_response(request, "You are not allowed to do this.", status=403)

@@ -1,0 +1,122 @@
+"""Reads: subaccounts a user may see, and order groups fetched from the exchange.
+
+The dashboard lists every subaccount concurrently. A subaccount's listing is shared between
+viewers (and panel processes) through Django's cache for OGPANEL_LIST_CACHE_SECONDS, with a
+short lock so that a crowd arriving at once causes one upstream read, not one each. Worker
+threads only talk HTTP and the cache; database reads happen before the fan-out.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from django.conf import settings
+from django.core.cache import cache
+
+from ogpanel import permissions
+from ogpanel.exchange import client_for
+from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupDetail
+from ogpanel.models import Subaccount
+
+FAN_OUT_WORKERS = 34  # one per subaccount (0..32) plus room, so no listing waits for another
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One subaccount's order groups as last read, or why they could not be read."""
+
+    subaccount: int
+    label: str
+    groups: tuple[OrderGroup, ...] = ()
+    error: str = ""
+    error_kind: str = ""
+    latency_ms: int | None = None
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def triggered_count(self) -> int:
+        return sum(group.triggered for group in self.groups)
+
+
+def subaccounts_for(user) -> list[Subaccount]:
+    """Configured subaccounts the user may see, with their credentials loaded."""
+    numbers = permissions.visible(user, Subaccount.objects.values_list("number", flat=True))
+    return list(Subaccount.objects.filter(number__in=numbers).select_related("credential").order_by("number"))
+
+
+def subaccount_for(user, number: int) -> Subaccount | None:
+    """The subaccount if it is configured and the user may see it; None reveals neither."""
+    if not permissions.can(user, permissions.Action.VIEW, number):
+        return None
+    return Subaccount.objects.filter(number=number).select_related("credential").first()
+
+
+def _cache_key(subaccount: Subaccount) -> str:
+    return f"ogpanel:listing:{subaccount.credential_id}:{subaccount.number}"
+
+
+def forget_listing(subaccount: Subaccount) -> None:
+    """Drop the shared listing after a change, so the next read shows it."""
+    cache.delete(_cache_key(subaccount))
+
+
+def _fetch(subaccount: Subaccount) -> Listing:
+    began = time.monotonic()
+    try:
+        groups = client_for(subaccount.credential).list_order_groups(subaccount=subaccount.number)
+    except KalshiError as exc:
+        return Listing(subaccount.number, subaccount.label, error=exc.operator_message, error_kind=type(exc).__name__,
+                       latency_ms=round((time.monotonic() - began) * 1000))
+    return Listing(subaccount.number, subaccount.label, tuple(groups),
+                   latency_ms=round((time.monotonic() - began) * 1000))
+
+
+def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
+    key = _cache_key(subaccount)
+    if not fresh:
+        listing = cache.get(key)
+        if listing is not None:
+            return listing
+        # Someone else is fetching this subaccount right now: wait for their answer briefly.
+        lock_wait = settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT
+        if not cache.add(key + ":lock", 1, timeout=lock_wait):
+            deadline = time.monotonic() + lock_wait
+            while time.monotonic() < deadline:
+                time.sleep(0.02)
+                listing = cache.get(key)
+                if listing is not None:
+                    return listing
+        try:
+            return _fetch_and_share(subaccount, key)
+        finally:
+            cache.delete(key + ":lock")
+    return _fetch_and_share(subaccount, key)
+
+
+def _fetch_and_share(subaccount: Subaccount, key: str) -> Listing:
+    listing = _fetch(subaccount)
+    if settings.OGPANEL_LIST_CACHE_SECONDS > 0:
+        cache.set(key, listing, timeout=settings.OGPANEL_LIST_CACHE_SECONDS)
+    return listing
+
+
+def listings(subaccounts: list[Subaccount], *, fresh: bool = False) -> list[Listing]:
+    """Every subaccount's order groups, fetched concurrently; one failure never hides the others."""
+    if not subaccounts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(FAN_OUT_WORKERS, len(subaccounts))) as pool:
+        return list(pool.map(lambda sub: _shared_listing(sub, fresh), subaccounts))
+
+
+def order_group_detail(subaccount: Subaccount, order_group_id: str) -> OrderGroupDetail:
+    """GET /portfolio/order_groups/{id} on the group's own subaccount (raises KalshiError)."""
+    return client_for(subaccount.credential).get_order_group(order_group_id, subaccount=subaccount.number)
+
+
+def find_group(listing: Listing, order_group_id: str) -> OrderGroup | None:
+    return next((group for group in listing.groups if group.id == order_group_id), None)

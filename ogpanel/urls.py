@@ -1,0 +1,29 @@
+from django.contrib import admin
+from django.urls import path
+
+from ogpanel.views import accounts, audit, credentials, groups, health
+
+urlpatterns = [
+    path("", groups.dashboard, name="dashboard"),
+    path("groups/new/", groups.group_create, name="group_create"),
+    path("groups/<int:subaccount>/<str:group_id>/", groups.group_detail, name="group_detail"),
+    path("groups/<int:subaccount>/<str:group_id>/trigger/", groups.group_trigger, name="group_trigger"),
+    path("groups/<int:subaccount>/<str:group_id>/reset/", groups.group_reset, name="group_reset"),
+    path("groups/<int:subaccount>/<str:group_id>/delete/", groups.group_delete, name="group_delete"),
+    path("groups/<int:subaccount>/<str:group_id>/limit/", groups.group_limit, name="group_limit"),
+    path("kill-switch/", groups.kill_switch, name="kill_switch"),
+    path("audit/", audit.audit_log, name="audit_log"),
+    path("audit/<int:seq>/", audit.audit_event, name="audit_event"),
+    path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
+    path("credentials/", credentials.credential_list, name="credentials"),
+    path("credentials/new/", credentials.credential_create, name="credential_create"),
+    path("credentials/<int:pk>/", credentials.credential_detail, name="credential_detail"),
+    path("credentials/<int:pk>/rotate/", credentials.credential_rotate, name="credential_rotate"),
+    path("credentials/<int:pk>/remove/", credentials.credential_remove, name="credential_remove"),
+    path("credentials/<int:pk>/test/", credentials.credential_test, name="credential_test"),
+    path("subaccounts/", credentials.subaccount_list, name="subaccounts"),
+    path("accounts/login/", accounts.login, name="login"),
+    path("accounts/logout/", accounts.logout, name="logout"),
+    path("healthz", health.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
