@@ -1,0 +1,12 @@
+# The panel under gunicorn. Static files are collected at build time and served by WhiteNoise.
+FROM python:3.13-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN SECRET_KEY=collectstatic-only OGPANEL_ENCRYPTION_KEYS= python manage.py collectstatic --no-input
+RUN useradd --system --home /app ogpanel
+USER ogpanel
+EXPOSE 8000
+CMD ["gunicorn", "ogpanel.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--timeout", "60", "--access-logfile", "-"]

@@ -1,0 +1,95 @@
+"""`manage.py demo`: the panel, the local exchange simulator and demo data in one process.
+
+Each run starts a fresh simulator (its state lives in memory), so it also makes fresh API keys,
+re-registers them, replaces the demo credentials and prints new passwords for the demo users.
+Audit history from earlier runs is kept: it is append-only.
+"""
+
+import secrets
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from ogpanel import services
+from ogpanel.audit import Actor
+from ogpanel.models import AccessScope, Credential, Subaccount
+from ogpanel.simulator import start
+
+# (label, subaccounts it serves)
+DEMO_CREDENTIALS = [("demo-primary", [0, 1, 2]), ("demo-desks", [3, 4, 5])]
+# (username, role, subaccount scope or None for all)
+DEMO_USERS = [("viewer", "viewer", None), ("ops", "ops", None), ("admin", "admin", None), ("desk3", "ops", [3])]
+# (subaccount, limit, orders with their sizes, fills that push it over the limit → triggered)
+DEMO_GROUPS = [
+    (0, 100, [10, 20], None), (0, 250, [50], None), (1, 50, [30, 30], 60), (2, 1000, [5, 5, 5], None),
+    (3, 500, [100], None), (4, 20, [10, 15], 25), (5, 75, [], None),
+]
+
+
+class Command(BaseCommand):
+    help = "Run the panel with the local exchange simulator and demo data (Ctrl-C stops everything)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Panel port (default 8000).")
+        parser.add_argument("--no-serve", action="store_true", help="Seed and exit (for tests).")
+
+    def handle(self, *args, port: int, no_serve: bool, **options):
+        sim_url = urlsplit(settings.OGPANEL_BASE_URLS["simulator"])
+        simulator = start(host=sim_url.hostname or "127.0.0.1", port=sim_url.port or 8765,
+                          max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT)
+        self.stdout.write(f"Exchange simulator: {simulator.base_url}")
+        actor = Actor.system("demo")
+        for label, numbers in DEMO_CREDENTIALS:
+            self._credential(actor, simulator, label, numbers)
+        for subaccount, limit, orders, fill in DEMO_GROUPS:
+            group_id = simulator.create_group(subaccount, limit)
+            order_ids = [simulator.place_order(subaccount, group_id, count=size) for size in orders]
+            if fill:
+                simulator.fill(order_ids[0], fill)
+        self.stdout.write(self.style.SUCCESS("Demo users (passwords are new on every run):"))
+        for username, role, scope in DEMO_USERS:
+            password = self._user(username, role, scope)
+            where = "all subaccounts" if scope is None else f"subaccounts {scope}"
+            self.stdout.write(f"  {username:<8} {password}   role {role}, {where}")
+        if no_serve:
+            simulator.stop()
+            return
+        self.stdout.write(self.style.SUCCESS(f"Panel: http://127.0.0.1:{port}/  (Ctrl-C stops panel and simulator)"))
+        try:
+            call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
+        finally:
+            simulator.stop()
+
+    def _credential(self, actor: Actor, simulator, label: str, numbers: list[int]) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        key_id = f"{label}-{secrets.token_hex(4)}"
+        simulator.add_key(key_id, public)
+        credential = Credential.objects.filter(label=label).first()
+        if credential is None:
+            credential = services.credential_create(actor=actor, label=label, environment=Credential.Environment.SIMULATOR,
+                                                    key_id=key_id, private_key_pem=pem)
+        else:
+            services.credential_rotate(actor=actor, credential=credential, key_id=key_id, private_key_pem=pem)
+        for number in numbers:
+            if not Subaccount.objects.filter(number=number, credential=credential).exists():
+                services.subaccount_assign(actor=actor, number=number, credential=credential, label=f"desk {number}")
+
+    def _user(self, username: str, role: str, scope: list[int] | None) -> str:
+        password = secrets.token_urlsafe(12)
+        user, _ = User.objects.get_or_create(username=username)
+        user.set_password(password)
+        user.save()
+        user.groups.set([Group.objects.get_or_create(name=role)[0]])
+        AccessScope.objects.filter(user=user).delete()
+        if scope is not None:
+            AccessScope.objects.create(user=user, subaccounts=scope)
+        return password
