@@ -1,0 +1,359 @@
+"""The HTTP side of the simulator: request lifecycle, faults, rate limiting, and the Python API.
+
+A request under /trade-api/v2 goes: request log -> injected latency and
+faults -> signature check -> exchange-side rate limit -> endpoint. Faults come
+before authentication because they stand for the network and the exchange's
+front door misbehaving, which happens whatever the credentials.
+"""
+
+import json
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+from ogpanel.simulator import api, control
+from ogpanel.simulator.auth import KEY_HEADER, KeyRing
+from ogpanel.simulator.exchange import Clock, Exchange, ExchangeError, bad_request, not_found
+from ogpanel.simulator.faults import FaultBook
+from ogpanel.simulator.ratelimit import RateLimiter
+
+API_PREFIX = "/trade-api/v2"
+CONTROL_PREFIX = "/_sim/"
+# DOC-RL: a 429 is a flat body with no Retry-After or X-RateLimit headers.
+TOO_MANY_REQUESTS = {"error": "too many requests"}
+GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
+FAULT_ERROR_CODES = {400: "invalid_parameters", 401: "authentication_error", 403: "forbidden", 404: "not_found"}
+
+Answer = tuple[int, object]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One /trade-api/v2 request. `path` is the full URL path (with /trade-api/v2, without the query).
+
+    `status` is None while the request is in flight and for one that was
+    dropped or hung up on.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int | None
+    key_id: str | None
+
+
+@dataclass
+class _LogEntry:
+    method: str
+    path: str
+    query: dict[str, str]
+    key_id: str | None
+    status: int | None = None
+
+
+@dataclass
+class RequestLog:
+    _entries: list[_LogEntry] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, method: str, path: str, query: dict[str, str], key_id: str | None) -> _LogEntry:
+        # Logged on arrival, so a request still hanging is already visible.
+        entry = _LogEntry(method, path, query, key_id)
+        with self._lock:
+            self._entries.append(entry)
+        return entry
+
+    def snapshot(self) -> list[RequestRecord]:
+        with self._lock:
+            return [RequestRecord(e.method, e.path, dict(e.query), e.status, e.key_id) for e in self._entries]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_HTTPServer"
+    server_version = "ogpanel-simulator"
+    # HTTP/1.0 closes every connection after its answer, so once stop() closes
+    # the listener no kept-alive connection can go on answering.
+    protocol_version = "HTTP/1.0"
+
+    def _handle(self) -> None:
+        sim = self.server.sim
+        url = urlsplit(self.path)
+        try:
+            raw_body = self._read_body()
+        except ValueError:
+            self._send_json(400, bad_request("invalid Content-Length").body())
+            return
+        if url.path == API_PREFIX or url.path.startswith(API_PREFIX + "/"):
+            query = dict(parse_qsl(url.query, keep_blank_values=True))
+            key_id = self.headers.get(KEY_HEADER)
+            entry = sim._log.open(self.command, url.path, query, key_id)
+            reply = self._answer_api(sim, url.path, query, raw_body, key_id)
+            if reply is None:
+                self.close_connection = True
+                return
+            # Log the status before answering, so a client that reads
+            # sim.requests right after its response sees it.
+            entry.status = reply[0]
+            self._send(*reply)
+        elif url.path.startswith(CONTROL_PREFIX):
+            self._send_json(*self._answer(lambda: control.dispatch(sim, self.command, url.path, raw_body)))
+        else:
+            self._send_json(404, not_found(f"nothing at {url.path}; the API is under {API_PREFIX}").body())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+    def _answer_api(
+        self, sim: "SimulatorServer", path: str, query: dict[str, str], raw_body: bytes, key_id: str | None
+    ) -> tuple[int, bytes] | None:
+        """The status and body for a /trade-api/v2 request, or None to close without answering."""
+        relative = path[len(API_PREFIX) :]
+        latency, fault = sim.faults.take(self.command, relative, query.get("subaccount"), key_id)
+        if sim._pause(sim.latency + latency):
+            return None
+        if fault is not None:
+            if fault.kind == "hang":
+                sim._pause(fault.seconds or 0.0)
+            if fault.kind in ("drop", "hang"):
+                return None
+            if fault.kind == "rate_limit":
+                return 429, _json(TOO_MANY_REQUESTS)
+            if fault.kind == "garbage":
+                return 200, GARBAGE
+            status = fault.status or 500
+            code = FAULT_ERROR_CODES.get(status, "internal_server_error" if status >= 500 else "bad_request")
+            return status, _json(ExchangeError(status, code, "injected fault").body())
+        status, body = self._answer(lambda: self._authenticated_answer(sim, path, query, raw_body))
+        return status, _json(body)
+
+    def _authenticated_answer(
+        self, sim: "SimulatorServer", path: str, query: dict[str, str], raw_body: bytes
+    ) -> Answer:
+        key = sim.keys.authenticate(self.headers, self.command, path, now=time.time(), window=sim.timestamp_window)
+        if sim.limiter is not None and not sim.limiter.allow(key.key_id, self.command):
+            sim._count_rate_limited()
+            return 429, TOO_MANY_REQUESTS
+        return api.dispatch(sim.exchange, self.command, path[len(API_PREFIX) :], query, raw_body, key)
+
+    def _answer(self, respond: Callable[[], Answer]) -> Answer:
+        try:
+            return respond()
+        except ExchangeError as error:
+            return error.status, error.body()
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            return 500, ExchangeError(500, "internal_server_error", "simulator bug; see its stderr").body()
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def _send_json(self, status: int, body: object) -> None:
+        self._send(status, _json(body))
+
+    def _send(self, status: int, body: bytes) -> None:
+        # Every answer claims JSON, even the garbage one: that is the nasty case.
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server answers malformed requests with HTML; keep those JSON too.
+        self.close_connection = True
+        reason = message or self.responses.get(code, ("error",))[0]
+        code_name = "bad_request" if code < 500 else "internal_server_error"
+        self._send_json(code, ExchangeError(code, code_name, reason).body())
+
+    def log_message(self, format: str, *args: object) -> None:
+        if not self.server.sim.quiet:
+            super().log_message(format, *args)
+
+
+def _json(body: object) -> bytes:
+    return json.dumps(body).encode()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int], sim: "SimulatorServer") -> None:
+        self.sim = sim
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that timed out or hung up is routine here, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class SimulatorServer:
+    """A local Kalshi exchange on a loopback port, driven over HTTP or from Python."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_subaccount: int = 32,
+        tier: str | None = None,
+        timestamp_window: float = 30.0,
+        latency: float = 0.0,
+        clock: Clock | None = None,
+        quiet: bool = True,
+    ) -> None:
+        self.exchange = Exchange(max_subaccount=max_subaccount, clock=clock)
+        self.keys = KeyRing()
+        self.faults = FaultBook()
+        self.limiter = RateLimiter(tier) if tier else None
+        self.timestamp_window = timestamp_window
+        self.latency = latency
+        self.quiet = quiet
+        self._log = RequestLog()
+        self._rate_limited = 0
+        self._rate_limited_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = _HTTPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def root_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + API_PREFIX
+
+    def serve_in_thread(self) -> "SimulatorServer":
+        # A short poll interval keeps stop() quick; tests start and stop many simulators.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="ogpanel-simulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; releases hung and delayed requests without answering them."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "SimulatorServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # Seeding and inspection, without signatures.
+
+    def add_key(self, key_id: str, public_key_pem: bytes | str, subaccounts: Iterable[int] | None = None) -> None:
+        self.keys.add(key_id, public_key_pem, subaccounts)
+
+    def create_group(self, subaccount: int, contracts_limit: int) -> str:
+        return self.exchange.create_group(subaccount, contracts_limit)
+
+    def place_order(self, subaccount: int, order_group_id: str, count: int = 1, ticker: str = "SIM-TEST") -> str:
+        order = self.exchange.place_order(subaccount=subaccount, group_id=order_group_id, count=count, ticker=ticker)
+        return order.id
+
+    def fill(self, order_id: str, count: int) -> None:
+        self.exchange.fill(order_id, count)
+
+    def advance(self, seconds: float) -> None:
+        self.exchange.clock.advance(seconds)
+
+    def group(self, order_group_id: str) -> dict[str, object]:
+        return self.exchange.group(order_group_id).as_dict()
+
+    def set_fault(
+        self,
+        kind: str,
+        *,
+        path: str | None = None,
+        method: str | None = None,
+        subaccount: int | None = None,
+        key_id: str | None = None,
+        status: int | None = None,
+        seconds: float | None = None,
+        times: int | None = None,
+    ) -> int:
+        return self.faults.add(
+            kind,
+            path=path,
+            method=method,
+            subaccount=subaccount,
+            key_id=key_id,
+            status=status,
+            seconds=seconds,
+            times=times,
+        )
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        return self._log.snapshot()
+
+    def clear_requests(self) -> None:
+        self._log.clear()
+
+    @property
+    def rate_limited_count(self) -> int:
+        return self._rate_limited
+
+    def reset(self) -> None:
+        """Forget groups, orders, faults, the request log, the clock offset and rate-limit state; keep keys."""
+        self.exchange.clear()
+        self.faults.clear()
+        self._log.clear()
+        if self.limiter is not None:
+            self.limiter.clear()
+        with self._rate_limited_lock:
+            self._rate_limited = 0
+
+    def _count_rate_limited(self) -> None:
+        with self._rate_limited_lock:
+            self._rate_limited += 1
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; True when the server is stopping."""
+        if seconds > 0:
+            return self._stopping.wait(seconds)
+        return self._stopping.is_set()
+
+
+def start(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_subaccount: int = 32,
+    tier: str | None = None,
+    timestamp_window: float = 30.0,
+    latency: float = 0.0,
+) -> SimulatorServer:
+    """Serve a new simulator from a daemon thread; port 0 picks a free port."""
+    return SimulatorServer(
+        host,
+        port,
+        max_subaccount=max_subaccount,
+        tier=tier,
+        timestamp_window=timestamp_window,
+        latency=latency,
+    ).serve_in_thread()
