@@ -187,6 +187,10 @@ def _json(body: object) -> bytes:
 
 
 class _HTTPServer(ThreadingHTTPServer):
+    # The panel fans out to 33 subaccounts at once; socketserver's default backlog of 5 would
+    # make that fan-out stall on dropped SYNs and distort every timing taken against us.
+    request_queue_size = 128
+
     def __init__(self, address: tuple[str, int], sim: "SimulatorServer") -> None:
         self.sim = sim
         super().__init__(address, _Handler)

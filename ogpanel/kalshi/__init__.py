@@ -1,0 +1,50 @@
+"""Client for Kalshi's order-group endpoints (Trade API v2).
+
+The only package in the project that imports `requests` or signs. It imports nothing from
+Django, so management commands and benchmarks can use it as is; Django wiring (credentials
+from the vault, the cache as the rate limiter's store) lives in ogpanel/exchange.py.
+
+- errors.py     typed errors with a message an operator can act on
+- keys.py       input validation, private keys, RSA-PSS signing (§2)
+- client.py     KalshiClient and its typed results (§3, §4)
+- ratelimit.py  the shared read/write budget per API key (§6)
+
+Reference: ../shared/kalshi-order-groups.md.
+"""
+
+from ogpanel.kalshi.client import CreatedOrderGroup, KalshiClient, OrderGroup, OrderGroupDetail
+from ogpanel.kalshi.errors import (
+    BadRequest,
+    ClockSkew,
+    Forbidden,
+    InvalidInput,
+    KalshiError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    Unreachable,
+)
+from ogpanel.kalshi.keys import (
+    MAX_CONTRACTS_LIMIT,
+    ORDER_GROUP_ID_RE,
+    load_private_key,
+    public_key_fingerprint,
+    sign,
+    validate_contracts_limit,
+    validate_exchange_index,
+    validate_order_group_id,
+    validate_subaccount,
+)
+from ogpanel.kalshi.ratelimit import REQUEST_COST, TIERS, CounterStore, MemoryStore, RateLimiter
+
+__all__ = [
+    "REQUEST_COST", "CreatedOrderGroup", "KalshiClient", "OrderGroup", "OrderGroupDetail",
+    "BadRequest", "ClockSkew", "Forbidden", "InvalidInput", "KalshiError", "MalformedResponse", "NotFound",
+    "RateLimited", "ServerError", "Timeout", "Unauthorized", "Unreachable",
+    "MAX_CONTRACTS_LIMIT", "ORDER_GROUP_ID_RE", "load_private_key", "public_key_fingerprint", "sign",
+    "validate_contracts_limit", "validate_exchange_index", "validate_order_group_id", "validate_subaccount",
+    "TIERS", "CounterStore", "MemoryStore", "RateLimiter",
+]

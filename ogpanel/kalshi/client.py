@@ -1,0 +1,424 @@
+"""KalshiClient: the seven order-group endpoints over one pooled, signed session (§3, §4, §6)."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from http.client import RemoteDisconnected
+from http.cookiejar import DefaultCookiePolicy
+from typing import Literal
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from ogpanel.kalshi.errors import (
+    BadRequest,
+    ClockSkew,
+    Forbidden,
+    InvalidInput,
+    KalshiError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Timeout,
+    Unauthorized,
+    Unreachable,
+)
+from ogpanel.kalshi.keys import (
+    load_private_key,
+    public_key_fingerprint,
+    sign,
+    validate_contracts_limit,
+    validate_exchange_index,
+    validate_order_group_id,
+    validate_subaccount,
+)
+from ogpanel.kalshi.ratelimit import REQUEST_COST, RateLimiter
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class OrderGroup:
+    id: str
+    contracts_limit: int | None
+    contracts_limit_fp: str | None
+    is_auto_cancel_enabled: bool
+    exchange_index: int
+
+    @property
+    def triggered(self) -> bool:
+        # Undocumented flag, observed true after trigger and false after reset (§5).
+        return self.is_auto_cancel_enabled
+
+
+@dataclass(frozen=True)
+class OrderGroupDetail:
+    id: str
+    contracts_limit: int | None
+    contracts_limit_fp: str | None
+    is_auto_cancel_enabled: bool
+    orders: tuple[str, ...]
+    exchange_index: int
+
+    @property
+    def triggered(self) -> bool:
+        return self.is_auto_cancel_enabled
+
+
+@dataclass(frozen=True)
+class CreatedOrderGroup:
+    order_group_id: str
+    subaccount: int
+    exchange_index: int
+
+
+def _field(obj: dict, name: str, kind: type, where: str, *, required: bool) -> object:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise MalformedResponse(f"{where}.{name} is missing")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedResponse(f"{where}.{name} is not a {kind.__name__}")
+    return value
+
+
+def _object(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"{where} is not a JSON object")
+    return value
+
+
+def _limit(obj: dict, where: str) -> tuple[int | None, str | None]:
+    """Whole-contract limit from `contracts_limit` (if an int is sent) or `contracts_limit_fp`."""
+    fp = _field(obj, "contracts_limit_fp", str, where, required=False)
+    whole = _field(obj, "contracts_limit", int, where, required=False)
+    if whole is not None or fp is None:
+        return whole, fp
+    try:
+        amount = Decimal(fp)
+    except InvalidOperation:
+        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
+    if not amount.is_finite():
+        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number")
+    return (int(amount) if amount == amount.to_integral_value() else None), fp
+
+
+def _order_group(item: object, where: str) -> OrderGroup:
+    obj = _object(item, where)
+    limit, fp = _limit(obj, where)
+    return OrderGroup(
+        id=_field(obj, "id", str, where, required=True),
+        contracts_limit=limit,
+        contracts_limit_fp=fp,
+        is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, where, required=True),
+        exchange_index=_field(obj, "exchange_index", int, where, required=False) or 0,
+    )
+
+
+# ---------------------------------------------------------------- client
+
+
+class KalshiClient:
+    """One per credential. Thread-safe: the panel fans out ~33 calls at once through one client."""
+
+    def __init__(self, base_url: str, key_id: str, private_key_pem: bytes | str, *,
+                 timeout: tuple[float, float] = (3.0, 10.0),
+                 max_subaccount: int = 32,
+                 limiter: RateLimiter | None = None,
+                 retries: int = 2, backoff: float = 0.2,
+                 pool_size: int = 64) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput("The exchange URL must start with https:// (or http:// for a local simulator).")
+        if not key_id or not isinstance(key_id, str):
+            raise InvalidInput("The API key id is empty.")
+        self.base_url = base_url.rstrip("/")
+        self._base_path = urlsplit(self.base_url).path  # signed as part of every path (§2)
+        self.key_id = key_id
+        self._private_key = load_private_key(private_key_pem)  # parsed once; the PEM is not kept
+        self.fingerprint = public_key_fingerprint(self._private_key)
+        self.timeout = (float(timeout[0]), float(timeout[1]))
+        self.max_subaccount = max_subaccount
+        self.limiter = limiter
+        self.retries = retries
+        self.backoff = backoff
+        self.clock: Callable[[], float] = time.time  # seam: tests sign with a stale clock
+
+        self._session = requests.Session()
+        # One client talks to one host; the pool must hold every concurrent call of the fan-out.
+        # max_retries=0: all retrying is ours, so it is counted and signed afresh.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        # The API is stateless; refusing cookies keeps the shared session free of
+        # state written by one thread and sent by another.
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        self._session.headers.update({"Accept": "application/json", "User-Agent": "ogpanel"})
+
+    def __repr__(self) -> str:
+        return f"KalshiClient(base_url={self.base_url!r}, key_id={self.key_id!r}, key={self.fingerprint})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> KalshiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- endpoints
+
+    def list_order_groups(self, subaccount: int | None = None) -> list[OrderGroup]:
+        """GET /portfolio/order_groups. subaccount None lists every subaccount."""
+        params = self._params(subaccount=subaccount)
+        body = self._call("GET", "/portfolio/order_groups", params=params, kind="read",
+                          retry=True, ok=(200,), subaccount=subaccount)
+        items = _object(body, "response").get("order_groups")
+        if not isinstance(items, list):
+            raise MalformedResponse("response.order_groups is not a list")
+        return [_order_group(item, f"order_groups[{i}]") for i, item in enumerate(items)]
+
+    def get_order_group(self, order_group_id: str, subaccount: int | None = None) -> OrderGroupDetail:
+        """GET /portfolio/order_groups/{id}. subaccount None searches every subaccount."""
+        path = self._group_path(order_group_id)
+        params = self._params(subaccount=subaccount)
+        obj = _object(self._call("GET", path, params=params, kind="read", retry=True, ok=(200,),
+                                 subaccount=subaccount, order_group_id=order_group_id), "response")
+        orders = obj.get("orders")
+        if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
+            raise MalformedResponse("response.orders is not a list of order ids")
+        limit, fp = _limit(obj, "response")
+        return OrderGroupDetail(
+            id=order_group_id,  # the response carries no id (§4)
+            contracts_limit=limit,
+            contracts_limit_fp=fp,
+            is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, "response", required=True),
+            orders=tuple(orders),
+            exchange_index=_field(obj, "exchange_index", int, "response", required=False) or 0,
+        )
+
+    def create_order_group(self, contracts_limit: int, subaccount: int | None = None,
+                           exchange_index: int | None = None) -> CreatedOrderGroup:
+        """POST /portfolio/order_groups/create. Never retried: on doubt, list and reconcile."""
+        body: dict[str, int] = {"contracts_limit": validate_contracts_limit(contracts_limit)}
+        body.update(self._params(subaccount=subaccount, exchange_index=exchange_index))
+        obj = _object(self._call("POST", "/portfolio/order_groups/create", json_body=body, kind="write",
+                                 retry=False, ok=(201, 200), subaccount=subaccount), "response")
+        returned = _field(obj, "subaccount", int, "response", required=False)
+        index = _field(obj, "exchange_index", int, "response", required=False)
+        return CreatedOrderGroup(
+            order_group_id=_field(obj, "order_group_id", str, "response", required=True),
+            # Older specs return the id only; the group then lives where we asked.
+            subaccount=returned if returned is not None else body.get("subaccount", 0),
+            exchange_index=index if index is not None else body.get("exchange_index", 0),
+        )
+
+    def delete_order_group(self, order_group_id: str, subaccount: int | None = None,
+                           exchange_index: int | None = None) -> None:
+        """DELETE /portfolio/order_groups/{id}. Never retried: a repeat after success would 404."""
+        path = self._group_path(order_group_id)
+        params = self._params(subaccount=subaccount, exchange_index=exchange_index)
+        self._mutate("DELETE", path, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id)
+
+    def reset_order_group(self, order_group_id: str, subaccount: int | None = None,
+                          exchange_index: int | None = None) -> None:
+        """PUT /portfolio/order_groups/{id}/reset."""
+        path = self._group_path(order_group_id, "/reset")
+        params = self._params(subaccount=subaccount, exchange_index=exchange_index)
+        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+
+    def trigger_order_group(self, order_group_id: str, subaccount: int | None = None,
+                            exchange_index: int | None = None) -> None:
+        """PUT /portfolio/order_groups/{id}/trigger."""
+        path = self._group_path(order_group_id, "/trigger")
+        params = self._params(subaccount=subaccount, exchange_index=exchange_index)
+        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+
+    def update_order_group_limit(self, order_group_id: str, contracts_limit: int, subaccount: int | None = None,
+                                 exchange_index: int | None = None) -> None:
+        """PUT /portfolio/order_groups/{id}/limit.
+
+        Sends `?subaccount=` as the newest official client does (§3); without it a group
+        outside subaccount 0 cannot be addressed.
+        """
+        path = self._group_path(order_group_id, "/limit")
+        body = {"contracts_limit": validate_contracts_limit(contracts_limit)}
+        params = self._params(subaccount=subaccount, exchange_index=exchange_index)
+        self._mutate("PUT", path, params, body, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+
+    # -- plumbing
+
+    def _group_path(self, order_group_id: str, suffix: str = "") -> str:
+        return f"/portfolio/order_groups/{validate_order_group_id(order_group_id)}{suffix}"
+
+    def _params(self, *, subaccount: int | None = None, exchange_index: int | None = None) -> dict[str, int]:
+        params = {}
+        if subaccount is not None:
+            params["subaccount"] = validate_subaccount(subaccount, self.max_subaccount)
+        if exchange_index is not None:
+            params["exchange_index"] = validate_exchange_index(exchange_index)
+        return params
+
+    def _mutate(self, method: str, path: str, params: dict, json_body: dict | None, *,
+                retry: bool, subaccount: int | None, order_group_id: str) -> None:
+        body = self._call(method, path, params=params, json_body=json_body, kind="write", retry=retry,
+                          ok=(200, 204), subaccount=subaccount, order_group_id=order_group_id)
+        _object(body, "response")  # `{}` usually; anything but an object is not a success
+
+    def _call(self, method: str, path: str, *, kind: Literal["read", "write"], retry: bool,
+              ok: tuple[int, ...], subaccount: int | None, order_group_id: str | None = None,
+              params: dict | None = None, json_body: dict | None = None) -> object:
+        """Send one request, retrying only when `retry` says repeating it is harmless.
+
+        Returns the parsed JSON body, or `{}` for a 204.
+        """
+        attempts = 1 + (self.retries if retry else 0)
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+            try:
+                response = self._send(method, path, params, json_body, kind)
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                error = self._transport_error(exc)
+                retryable = _worth_retrying(exc, error)
+            else:
+                if response.status_code in ok:
+                    return _json(response) if response.status_code != 204 else {}
+                error = _error_from(response, subaccount, order_group_id)
+                retryable = response.status_code in RETRY_STATUSES
+            if not retryable:
+                break
+        # Raised outside the except clause on purpose: requests' exception carries the
+        # signed request, and must not ride along as __context__ into logs.
+        raise error
+
+    def _send(self, method: str, path: str, params: dict | None, json_body: dict | None,
+              kind: Literal["read", "write"]) -> requests.Response:
+        if self.limiter is not None:  # before signing, so waiting here cannot age the timestamp
+            self.limiter.acquire(self.key_id, kind, REQUEST_COST)
+        timestamp = str(int(self.clock() * 1000))  # fresh on every attempt: a retry is signed anew
+        headers = {
+            "KALSHI-ACCESS-KEY": self.key_id,
+            "KALSHI-ACCESS-TIMESTAMP": timestamp,
+            "KALSHI-ACCESS-SIGNATURE": sign(self._private_key, timestamp, method, self._base_path + path),
+        }
+        # json= also sets Content-Type: application/json (demo refuses PUTs without it).
+        return self._session.request(method, self.base_url + path, params=params, json=json_body,
+                                     headers=headers, timeout=self.timeout, allow_redirects=False)
+
+    def _transport_error(self, exc: Exception) -> Unreachable:
+        chain = list(_exception_chain(exc))
+        # Connect timeouts first: they wrap a socket timeout too. urllib3 makes a refused
+        # connection (NewConnectionError) a subclass of ConnectTimeoutError.
+        if any(isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
+               and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+            return Timeout("connect timed out", seconds=self.timeout[0], connect=True)
+        if any(isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain):
+            return Timeout("read timed out", seconds=self.timeout[1], connect=False)
+        for types, reason in _REASONS:
+            if any(isinstance(e, types) for e in chain):
+                return Unreachable(reason)
+        return Unreachable(f"network error ({type(exc).__name__})")
+
+
+def _worth_retrying(exc: Exception, error: Unreachable) -> bool:
+    """Connection failures, yes. Read timeouts, no: a hung exchange must not multiply the
+    wait. TLS and URL errors, no: they will not fix themselves."""
+    if isinstance(error, Timeout) and not error.connect:
+        return False
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    return isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                            urllib3.exceptions.ProtocolError))
+
+
+_REASONS: list[tuple[tuple[type[BaseException], ...], str]] = [
+    ((urllib3.exceptions.NameResolutionError, socket.gaierror), "the host name could not be resolved"),
+    ((requests.exceptions.SSLError,), "the TLS handshake failed"),
+    ((ConnectionRefusedError,), "connection refused"),
+    ((RemoteDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+      urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError), "the connection was dropped"),
+]
+
+
+def _exception_chain(exc: BaseException):
+    """Every exception wrapped inside `exc` (requests nests urllib3's, which nests the socket's)."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = (*current.args, getattr(current, "reason", None), current.__cause__, current.__context__)
+        stack.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _json(response: requests.Response) -> object:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise MalformedResponse(
+            f"HTTP {response.status_code} body is not valid JSON", status=response.status_code,
+            operator_message="The exchange answered with something that is not valid JSON.") from None
+
+
+_STATUS_ERRORS: dict[int, type[KalshiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 429: RateLimited,
+}
+
+
+def _error_from(response: requests.Response, subaccount: int | None, order_group_id: str | None) -> KalshiError:
+    status = response.status_code
+    code, message, details = _error_fields(response)
+    fields = {"status": status, "code": code, "details": details, "subaccount": subaccount,
+              "order_group_id": order_group_id}
+    if 300 <= status < 400:
+        return MalformedResponse(f"unexpected redirect (HTTP {status})", **fields,
+                                 operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).")
+    if status == 401 and "header_timestamp_expired" in f"{code} {details}".lower():
+        return ClockSkew(message, **fields)
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status](message, **fields)
+    if status >= 500:
+        return ServerError(message, **fields)
+    if 400 <= status < 500:  # 409, 422 and the like: the exchange refused what we asked
+        return BadRequest(message, **fields)
+    return MalformedResponse(f"unexpected status (HTTP {status})", **fields,
+                             operator_message=f"The exchange answered with an unexpected status (HTTP {status}).")
+
+
+def _error_fields(response: requests.Response) -> tuple[str | None, str, str | None]:
+    """(code, message, details) from any error shape seen in the wild (§6)."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]  # nested, what Kalshi sends today
+    if not isinstance(body, dict):
+        return None, f"HTTP {response.status_code} {response.reason or ''}".strip(), None
+    if isinstance(body.get("error"), str):  # bare, e.g. the 429 body
+        message = body["error"]
+    else:
+        message = body.get("message") or body.get("msg")
+    return (_text(body.get("code")), _text(message) or f"HTTP {response.status_code}", _text(body.get("details")))
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:500]

@@ -1,0 +1,113 @@
+"""Typed errors: what went wrong with an exchange call, in words an operator can act on."""
+
+from __future__ import annotations
+
+
+class KalshiError(Exception):
+    """Base of everything the client raises. `operator_message` is safe to show to a person."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 details: str | None = None, subaccount: int | None = None,
+                 order_group_id: str | None = None, operator_message: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.details = details
+        # What the request addressed, for the operator message.
+        self.subaccount = subaccount
+        self.order_group_id = order_group_id
+        self._operator_message = operator_message
+
+    @property
+    def operator_message(self) -> str:
+        return self._operator_message or self._describe()
+
+    def _describe(self) -> str:
+        return f"The exchange returned an error (HTTP {self.status}): {_sentence(self.message)}"
+
+
+class InvalidInput(KalshiError, ValueError):
+    """Refused before anything was signed or sent."""
+
+    def _describe(self) -> str:
+        return self.message
+
+
+class BadRequest(KalshiError):
+    def _describe(self) -> str:
+        return f"The exchange refused the request as invalid: {_sentence(self.message)}"
+
+
+class Unauthorized(KalshiError):
+    def _describe(self) -> str:
+        return "The exchange rejected the request signature: check the API key id and private key."
+
+
+class ClockSkew(Unauthorized):
+    def _describe(self) -> str:
+        return "The exchange says the request timestamp is stale: this machine's clock is off."
+
+
+class Forbidden(KalshiError):
+    def _describe(self) -> str:
+        if self.subaccount is None:
+            return "This API key is not allowed to do that."
+        return f"This API key is not allowed to act on subaccount {self.subaccount}."
+
+
+class NotFound(KalshiError):
+    def _describe(self) -> str:
+        if self.order_group_id is None:  # list or create: the endpoint itself is missing
+            return "The exchange has no such endpoint (HTTP 404): check the exchange URL."
+        if self.subaccount is None:
+            return "Order group not found."
+        return f"Order group not found on subaccount {self.subaccount}."
+
+
+class RateLimited(KalshiError):
+    """A 429 from the exchange (status 429), or the local limiter giving up (status None)."""
+
+    def _describe(self) -> str:
+        if self.status is None:
+            return "Too many requests are queued for this API key; try again shortly."
+        return "Rate limited by the exchange; try again shortly."
+
+
+class ServerError(KalshiError):
+    def _describe(self) -> str:
+        return f"The exchange had an internal error (HTTP {self.status}); try again shortly."
+
+
+class Unreachable(KalshiError):
+    """No HTTP answer at all: refused, dropped, DNS, TLS. `message` is the reason."""
+
+    def _describe(self) -> str:
+        return f"The exchange could not be reached: {_sentence(self.message)}"
+
+
+class Timeout(Unreachable):
+    def __init__(self, message: str, *, seconds: float, connect: bool, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.seconds = seconds
+        self.connect = connect
+
+    def _describe(self) -> str:
+        if self.connect:
+            return f"The exchange did not accept a connection within {self.seconds:g} s."
+        return f"The exchange did not answer within {self.seconds:g} s."
+
+
+class MalformedResponse(KalshiError):
+    """Non-JSON, wrong shape, wrong types, or a status we do not expect (a redirect, say)."""
+
+    def _describe(self) -> str:
+        return f"The exchange answered with an unexpected response: {_sentence(self.message)}"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip() or "no details"
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# ---------------------------------------------------------------- input checks
