@@ -43,19 +43,11 @@ class Command(BaseCommand):
         simulator = start(host=sim_url.hostname or "127.0.0.1", port=sim_url.port or 8765,
                           max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT)
         self.stdout.write(f"Exchange simulator: {simulator.base_url}")
-        actor = Actor.system("demo")
-        for label, numbers in DEMO_CREDENTIALS:
-            self._credential(actor, simulator, label, numbers)
-        for subaccount, limit, orders, fill in DEMO_GROUPS:
-            group_id = simulator.create_group(subaccount, limit)
-            order_ids = [simulator.place_order(subaccount, group_id, count=size) for size in orders]
-            if fill:
-                simulator.fill(order_ids[0], fill)
+        passwords = seed(simulator, environment=Credential.Environment.SIMULATOR)
         self.stdout.write(self.style.SUCCESS("Demo users (passwords are new on every run):"))
         for username, role, scope in DEMO_USERS:
-            password = self._user(username, role, scope)
             where = "all subaccounts" if scope is None else f"subaccounts {scope}"
-            self.stdout.write(f"  {username:<8} {password}   role {role}, {where}")
+            self.stdout.write(f"  {username:<8} {passwords[username]}   role {role}, {where}")
         if no_serve:
             simulator.stop()
             return
@@ -65,31 +57,45 @@ class Command(BaseCommand):
         finally:
             simulator.stop()
 
-    def _credential(self, actor: Actor, simulator, label: str, numbers: list[int]) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-        key_id = f"{label}-{secrets.token_hex(4)}"
-        simulator.add_key(key_id, public)
-        credential = Credential.objects.filter(label=label).first()
-        if credential is None:
-            credential = services.credential_create(actor=actor, label=label, environment=Credential.Environment.SIMULATOR,
-                                                    key_id=key_id, private_key_pem=pem)
-        else:
-            services.credential_rotate(actor=actor, credential=credential, key_id=key_id, private_key_pem=pem)
-        for number in numbers:
-            if not Subaccount.objects.filter(number=number, credential=credential).exists():
-                services.subaccount_assign(actor=actor, number=number, credential=credential, label=f"desk {number}")
 
-    def _user(self, username: str, role: str, scope: list[int] | None) -> str:
-        password = secrets.token_urlsafe(12)
-        user, _ = User.objects.get_or_create(username=username)
-        user.set_password(password)
-        user.save()
-        user.groups.set([Group.objects.get_or_create(name=role)[0]])
-        AccessScope.objects.filter(user=user).delete()
-        if scope is not None:
-            AccessScope.objects.create(user=user, subaccounts=scope)
-        return password
+def seed(simulator, *, environment: str, base_url: str = "") -> dict[str, str]:
+    """Demo credentials (keys registered with `simulator`), order groups and users; returns passwords."""
+    actor = Actor.system("demo")
+    for label, numbers in DEMO_CREDENTIALS:
+        _credential(actor, simulator, label, numbers, environment, base_url)
+    for subaccount, limit, orders, fill in DEMO_GROUPS:
+        group_id = simulator.create_group(subaccount, limit)
+        order_ids = [simulator.place_order(subaccount, group_id, count=size) for size in orders]
+        if fill:
+            simulator.fill(order_ids[0], fill)
+    return {username: _user(username, role, scope) for username, role, scope in DEMO_USERS}
+
+
+def _credential(actor: Actor, simulator, label: str, numbers: list[int], environment: str, base_url: str) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    key_id = f"{label}-{secrets.token_hex(4)}"
+    simulator.add_key(key_id, public)
+    credential = Credential.objects.filter(label=label).first()
+    if credential is None:
+        credential = services.credential_create(actor=actor, label=label, environment=environment, key_id=key_id,
+                                                private_key_pem=pem, custom_base_url=base_url)
+    else:
+        services.credential_rotate(actor=actor, credential=credential, key_id=key_id, private_key_pem=pem)
+    for number in numbers:
+        if not Subaccount.objects.filter(number=number, credential=credential).exists():
+            services.subaccount_assign(actor=actor, number=number, credential=credential, label=f"desk {number}")
+
+def _user(username: str, role: str, scope: list[int] | None) -> str:
+    password = secrets.token_urlsafe(12)
+    user, _ = User.objects.get_or_create(username=username)
+    user.set_password(password)
+    user.save()
+    user.groups.set([Group.objects.get_or_create(name=role)[0]])
+    AccessScope.objects.filter(user=user).delete()
+    if scope is not None:
+        AccessScope.objects.create(user=user, subaccounts=scope)
+    return password
