@@ -1,10 +1,15 @@
 import re
 import uuid
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import resolve_url
+from django.shortcuts import redirect, resolve_url
+from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
+from django_otp import user_has_device
+
+from ogpanel.permissions import Role, role_of
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -52,3 +57,43 @@ class HtmxLoginRedirectMiddleware:
             if response["Location"].startswith(login):
                 return HttpResponseClientRedirect(response["Location"])
         return response
+
+
+class SecondFactorMiddleware:
+    """The one gate for the TOTP second factor: before any page except signing in and out.
+
+    A user with a confirmed authenticator enters a code after their password; with
+    OGPANEL_REQUIRE_2FA, ops and admins without one are sent to enrol first. Viewers are never
+    required to, but once enrolled they verify like everyone else.
+    """
+
+    EXEMPT = frozenset({"login", "logout", "otp_setup", "otp_verify", "healthz"})
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        if request.resolver_match.view_name in self.EXEMPT:
+            return None
+        step = second_factor_step(request.user)
+        if step is None:
+            return None
+        htmx = getattr(request, "htmx", None)
+        # After the code, go back to the page the person was on, not to the fragment htmx asked for.
+        back = (htmx.current_url_abs_path if htmx else None) or request.get_full_path()
+        url = f"{reverse(step)}?{urlencode({'next': back})}"
+        return HttpResponseClientRedirect(url) if htmx else redirect(url)
+
+
+def second_factor_step(user) -> str | None:
+    """The page ("otp_verify" or "otp_setup") a signed-in user must pass next, or None."""
+    if not user.is_authenticated or user.is_verified():
+        return None
+    if user_has_device(user):
+        return "otp_verify"
+    if settings.OGPANEL_REQUIRE_2FA and role_of(user) >= Role.OPS:
+        return "otp_setup"
+    return None

@@ -116,6 +116,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "ogpanel.middleware.RequestIdMiddleware",
     "ogpanel.middleware.HtmxLoginRedirectMiddleware",
+    "ogpanel.middleware.SecondFactorMiddleware",
 ]
 
 ROOT_URLCONF = "ogpanel.urls"
@@ -192,7 +193,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain H
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OGPANEL_BEHIND_PROXY", False) else None
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = False
+# Preloading commits the whole parent domain to HTTPS in every browser: the firm's call, not the panel's.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -235,7 +238,16 @@ OGPANEL_READ_TIMEOUT = env_float("OGPANEL_READ_TIMEOUT", 10.0)
 OGPANEL_LIST_CACHE_SECONDS = env_float("OGPANEL_LIST_CACHE_SECONDS", 2.0)
 # Dashboard self-refresh interval, in seconds.
 OGPANEL_REFRESH_SECONDS = env_int("OGPANEL_REFRESH_SECONDS", 5, minimum=1)
+# Ops and admins must pass a TOTP second factor (and enrol one first) before any page.
 OGPANEL_REQUIRE_2FA = env_bool("OGPANEL_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = "ogpanel"
+# Failed sign-ins allowed per username and per client address within the window, then a lockout.
+OGPANEL_LOGIN_MAX_FAILURES = env_int("OGPANEL_LOGIN_MAX_FAILURES", 5, minimum=1)
+OGPANEL_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("OGPANEL_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
+OGPANEL_LOGIN_WINDOW_SECONDS = env_int("OGPANEL_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=1)
+OGPANEL_LOGIN_LOCKOUT_SECONDS = env_int("OGPANEL_LOGIN_LOCKOUT_SECONDS", 15 * 60, minimum=1)
+# After re-entering a password (or code), the kill switch and credential changes don't ask again for this long.
+OGPANEL_REAUTH_SECONDS = env_int("OGPANEL_REAUTH_SECONDS", 5 * 60, minimum=0)
 # Encryption keys for private keys at rest: "id:base64key,id:base64key", newest first,
 # or a file holding one such entry a line. Never stored in the database.
 OGPANEL_ENCRYPTION_KEYS = env_str("OGPANEL_ENCRYPTION_KEYS")

@@ -24,6 +24,12 @@ urlpatterns = [
     path("subaccounts/", credentials.subaccount_list, name="subaccounts"),
     path("accounts/login/", accounts.login, name="login"),
     path("accounts/logout/", accounts.logout, name="logout"),
+    path("accounts/2fa/setup/", accounts.otp_setup, name="otp_setup"),
+    path("accounts/2fa/verify/", accounts.otp_verify, name="otp_verify"),
+    path("accounts/reauth/", accounts.reauth, name="reauth"),
+    # The admin site signs in and out through the panel's views, so throttling, 2FA and the audit cover it too.
+    path("admin/login/", accounts.admin_login),
+    path("admin/logout/", accounts.logout),
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
