@@ -18,6 +18,7 @@ from ogpanel import permissions
 from ogpanel.exchange import client_for
 from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupDetail
 from ogpanel.models import Subaccount
+from ogpanel.vault import VaultError
 
 FAN_OUT_WORKERS = 34  # one per subaccount (0..32) plus room, so no listing waits for another
 
@@ -72,13 +73,19 @@ def _fetch(subaccount: Subaccount) -> Listing:
     except KalshiError as exc:
         return Listing(subaccount.number, subaccount.label, error=exc.operator_message, error_kind=type(exc).__name__,
                        latency_ms=round((time.monotonic() - began) * 1000))
+    except VaultError as exc:
+        # A key this panel cannot decrypt breaks one subaccount, not the whole fan-out.
+        return Listing(subaccount.number, subaccount.label, error=f"Its API key cannot be used here: {exc}.",
+                       error_kind="VaultError")
     return Listing(subaccount.number, subaccount.label, tuple(groups),
                    latency_ms=round((time.monotonic() - began) * 1000))
 
 
 def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
     key = _cache_key(subaccount)
-    if not fresh:
+    # With sharing switched off there is nothing to wait for: a waiter would poll for a listing
+    # that is never stored and sit out the whole lock wait.
+    if not fresh and settings.OGPANEL_LIST_CACHE_SECONDS > 0:
         listing = cache.get(key)
         if listing is not None:
             return listing

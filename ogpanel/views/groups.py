@@ -1,35 +1,330 @@
-"""Placeholder: the owner of this module replaces it."""
-from django.http import HttpResponse
+"""Order groups: the dashboard across subaccounts, one group's page, its operations, the kill switch.
+
+Every operation works twice: as an htmx request (the confirmation or form opens in the page's
+#action-panel, and success answers with an empty panel plus HX-Trigger events that flash a
+message and make the table or group panel reload itself) and as a plain form post that
+redirects. Input is validated before anything is sent; exchange failures come back in place.
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from ogpanel import permissions, selectors, services
+from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm, KillSwitchForm
+from ogpanel.kalshi import (
+    BadRequest, InvalidInput, KalshiError, NotFound, OrderGroup, RateLimited, validate_order_group_id,
+)
+from ogpanel.models import Subaccount
+from ogpanel.permissions import Action
+from ogpanel.services import SweepReport, SweepRow
+from ogpanel.views import common
+
+# Sent with every successful change; the dashboard table and the group panel reload on it.
+GROUPS_CHANGED = "ogpanel:groups-changed"
+KILL_SWITCH_REPORT = "ogpanel:kill-switch-report"  # session key: the report survives the redirect
+
+# What a failed subaccount listing is called on the dashboard, by the client's error class.
+ERROR_WORDS = {
+    "Unauthorized": "unauthorized",
+    "ClockSkew": "clock skew",
+    "Forbidden": "forbidden",
+    "Unreachable": "unreachable",
+    "Timeout": "unreachable (timed out)",
+    "RateLimited": "rate limited",
+    "ServerError": "exchange error",
+    "MalformedResponse": "unexpected answer",
+    "BadRequest": "refused",
+    "NotFound": "not found",
+    "VaultError": "API key unusable",
+}
 
 
-def dashboard(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _status_for(exc: KalshiError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, (BadRequest, InvalidInput)):
+        return 400
+    if isinstance(exc, RateLimited):
+        return 429
+    return 502
 
 
-def group_create(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _target(request: HttpRequest, action: Action, subaccount: int, group_id: str) -> Subaccount | HttpResponse:
+    """The group's subaccount, or a 404 before any upstream call (bad id, not configured, out of scope)."""
+    try:
+        validate_order_group_id(group_id)
+    except InvalidInput:
+        return common.error_response(request, "Not found: that is not an order group id.", status=404)
+    sub = selectors.subaccount_for(request.user, subaccount)
+    if sub is None:
+        return permissions.deny(request, action, {"subaccount": subaccount, "order_group_id": group_id}, status=404)
+    return sub
 
 
-def group_detail(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _changed(request: HttpRequest, message: str, *, next_url: str) -> HttpResponse:
+    """Success: htmx gets an empty action panel and the change events; a plain post redirects."""
+    return common.done(request, trigger_client_event(HttpResponse(""), GROUPS_CHANGED), message, next_url=next_url)
 
 
-def group_trigger(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# --- dashboard and detail ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Row:
+    listing: selectors.Listing
+    group: OrderGroup
 
 
-def group_reset(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@login_required
+@require_GET
+@permissions.require(Action.VIEW)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    subaccounts = selectors.subaccounts_for(request.user)
+    filters = DashboardFilterForm(request.GET, subaccounts=subaccounts)
+    context = {"filters": filters, "updated_at": datetime.now(timezone.utc), "oob": common.wants_fragment(request)}
+    if not filters.is_valid():
+        context.update(listings=[], rows=[], refresh_url=reverse("dashboard"))
+        return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table", status=400)
+    number, state = filters.cleaned_data["subaccount"], filters.cleaned_data["state"]
+    shown = [sub for sub in subaccounts if number is None or sub.number == number]
+    listings = selectors.listings(shown)
+    rows = [_Row(listing, group) for listing in listings for group in listing.groups
+            if not state or group.triggered == (state == "triggered")]
+    query = urlencode({k: v for k, v in request.GET.items() if k in filters.fields and v})
+    statuses = [(listing, ERROR_WORDS.get(listing.error_kind, "error")) for listing in listings]
+    context.update(
+        listings=listings,
+        rows=rows,
+        statuses=statuses,
+        failing=[(listing, words) for listing, words in statuses if not listing.ok],
+        groups_total=sum(len(listing.groups) for listing in listings),
+        triggered_total=sum(listing.triggered_count for listing in listings),
+        filtered=bool(query),
+        refresh_url=reverse("dashboard") + (f"?{query}" if query else ""),
+    )
+    return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table")
 
 
-def group_delete(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@login_required
+@require_GET
+@permissions.require(Action.VIEW)
+def group_detail(request: HttpRequest, subaccount: int, group_id: str) -> HttpResponse:
+    target = _target(request, Action.VIEW, subaccount, group_id)
+    if isinstance(target, HttpResponse):
+        return target
+    try:
+        group = selectors.order_group_detail(target, group_id)
+    except KalshiError as exc:
+        return common.error_response(request, exc.operator_message, status=_status_for(exc))
+    context = {"subaccount": target, "group": group}
+    return common.render_page(request, "ogpanel/group_detail.html", context, fragment="facts")
 
 
-def group_limit(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _with_current_state(request: HttpRequest, template: str, context: dict) -> HttpResponse:
+    """A confirmation or form shows the group as it is now; if that read fails it says so and still offers the form."""
+    try:
+        context["group"] = selectors.order_group_detail(context["subaccount"], context["group_id"])
+    except NotFound as exc:
+        return common.error_response(request, exc.operator_message, status=404)
+    except KalshiError as exc:
+        context["problem"] = exc.operator_message
+    return common.render_page(request, template, context, fragment="panel")
 
 
-def kill_switch(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# --- reset, trigger, delete: a confirmation with a reason, then the change -----------------------
 
+@dataclass(frozen=True)
+class _Operation:
+    title: str
+    effect: str
+    button: str
+    done: str
+    run: Callable[..., None]
+
+
+OPERATIONS: dict[Action, _Operation] = {
+    Action.TRIGGER: _Operation(
+        title="Trigger",
+        effect="The exchange cancels every resting order in this group at once and rejects new orders "
+               "naming it until someone resets the group.",
+        button="Trigger group — cancels all its orders",
+        done="Triggered",
+        run=services.ordergroup_trigger,
+    ),
+    Action.RESET: _Operation(
+        title="Reset",
+        effect="The exchange clears the trigger and zeroes the group's rolling 15-second volume, so "
+               "orders naming the group are accepted again.",
+        button="Reset group — accepts new orders again",
+        done="Reset",
+        run=services.ordergroup_reset,
+    ),
+    Action.DELETE: _Operation(
+        title="Delete",
+        effect="The exchange cancels every resting order in this group and removes the group. This "
+               "cannot be undone: no order can name this group again.",
+        button="Delete group — cancels its orders and removes it",
+        done="Deleted",
+        run=services.ordergroup_delete,
+    ),
+}
+
+
+def _confirmed(request: HttpRequest, action: Action, subaccount: int, group_id: str) -> HttpResponse:
+    target = _target(request, action, subaccount, group_id)
+    if isinstance(target, HttpResponse):
+        return target
+    operation = OPERATIONS[action]
+    detail_url = reverse("group_detail", args=[subaccount, group_id])
+    form = GroupActionForm(request.POST if request.method == "POST" else None)
+    context = {"operation": operation, "subaccount": target, "group_id": group_id, "form": form,
+               "in_place": common.wants_fragment(request), "back_url": detail_url}
+    template = "ogpanel/group_confirm.html"
+    if request.method == "GET":
+        return _with_current_state(request, template, context)
+    if not form.is_valid():
+        return common.render_page(request, template, context, fragment="panel", status=400)
+    try:
+        operation.run(actor=common.actor(request), subaccount=target, order_group_id=group_id,
+                      reason=form.cleaned_data["reason"])
+    except KalshiError as exc:
+        form.add_error(None, exc.operator_message)
+        return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
+    message = f"{operation.done} order group {group_id} on subaccount {subaccount}."
+    if action is Action.DELETE:
+        current = request.htmx.current_url_abs_path if common.wants_fragment(request) else None
+        if current and current.startswith(detail_url):
+            # Deleted from its own page, which no longer exists: go to the dashboard.
+            messages.success(request, message)
+            return HttpResponseClientRedirect(reverse("dashboard"))
+        return _changed(request, message, next_url=reverse("dashboard"))
+    return _changed(request, message, next_url=detail_url)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.TRIGGER)
+def group_trigger(request: HttpRequest, subaccount: int, group_id: str) -> HttpResponse:
+    return _confirmed(request, Action.TRIGGER, subaccount, group_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.RESET)
+def group_reset(request: HttpRequest, subaccount: int, group_id: str) -> HttpResponse:
+    return _confirmed(request, Action.RESET, subaccount, group_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.DELETE)
+def group_delete(request: HttpRequest, subaccount: int, group_id: str) -> HttpResponse:
+    return _confirmed(request, Action.DELETE, subaccount, group_id)
+
+
+# --- create and limit ----------------------------------------------------------------------------
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.CREATE)
+def group_create(request: HttpRequest) -> HttpResponse:
+    form = GroupCreateForm(request.POST if request.method == "POST" else None,
+                           subaccounts=selectors.subaccounts_for(request.user))
+    context = {"form": form, "in_place": common.wants_fragment(request)}
+    template = "ogpanel/group_create.html"
+    if request.method == "GET":
+        return common.render_page(request, template, context, fragment="panel")
+    if not form.is_valid():
+        return common.render_page(request, template, context, fragment="panel", status=400)
+    target, limit = form.cleaned_data["subaccount"], form.cleaned_data["contracts_limit"]
+    try:
+        created = services.ordergroup_create(actor=common.actor(request), subaccount=target, contracts_limit=limit,
+                                             exchange_index=form.cleaned_data["exchange_index"])
+    except KalshiError as exc:
+        form.add_error(None, exc.operator_message)
+        return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
+    message = f"Created order group {created.order_group_id} on subaccount {target.number} with a limit of {limit}."
+    return _changed(request, message, next_url=reverse("group_detail", args=[target.number, created.order_group_id]))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.UPDATE_LIMIT)
+def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpResponse:
+    target = _target(request, Action.UPDATE_LIMIT, subaccount, group_id)
+    if isinstance(target, HttpResponse):
+        return target
+    detail_url = reverse("group_detail", args=[subaccount, group_id])
+    form = GroupLimitForm(request.POST if request.method == "POST" else None)
+    context = {"subaccount": target, "group_id": group_id, "form": form,
+               "in_place": common.wants_fragment(request), "back_url": detail_url}
+    template = "ogpanel/group_limit.html"
+    if request.method == "GET":
+        return _with_current_state(request, template, context)
+    if not form.is_valid():
+        return common.render_page(request, template, context, fragment="panel", status=400)
+    limit = form.cleaned_data["contracts_limit"]
+    try:
+        # Read just before the change, so the audit record's previous limit is the exchange's.
+        previous = selectors.order_group_detail(target, group_id).contracts_limit
+        services.ordergroup_update_limit(actor=common.actor(request), subaccount=target, order_group_id=group_id,
+                                         contracts_limit=limit, previous_limit=previous,
+                                         reason=form.cleaned_data["reason"])
+    except KalshiError as exc:
+        form.add_error(None, exc.operator_message)
+        return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
+    message = f"Set the limit of order group {group_id} on subaccount {subaccount} to {limit} (was {previous})."
+    return _changed(request, message, next_url=detail_url)
+
+
+# --- kill switch ---------------------------------------------------------------------------------
+
+def _totals(report: SweepReport) -> list[tuple[str, int]]:
+    if report.action == "kill_switch_trigger":
+        counted = [("Triggered", report.count("triggered")), ("Already triggered", report.count("already triggered"))]
+    else:
+        counted = [("Reset", report.count("reset")), ("Not triggered, left alone", report.count("not triggered"))]
+    return [*counted, ("Failed", report.failures)]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@permissions.require(Action.KILL_SWITCH)
+def kill_switch(request: HttpRequest) -> HttpResponse:
+    subaccounts = selectors.subaccounts_for(request.user)
+    form = KillSwitchForm(request.POST if request.method == "POST" else None, subaccounts=subaccounts)
+    context = {"form": form, "subaccounts": subaccounts, "report": None}
+    template = "ogpanel/kill_switch.html"
+    if request.method == "GET":
+        saved = request.session.pop(KILL_SWITCH_REPORT, None)
+        if saved:
+            context["report"] = SweepReport(saved["action"], tuple(SweepRow(**row) for row in saved["rows"]))
+            context["totals"] = _totals(context["report"])
+        return common.render_page(request, template, context, fragment="console")
+    if not form.is_valid():
+        return common.render_page(request, template, context, fragment="console", status=400)
+    # Re-authentication goes here and only here: the user's password checked (accounts.reauth_ok)
+    # after the form is valid and before the sweep, answered like an invalid form when it fails.
+    sweep = services.killswitch_trigger if form.triggering else services.killswitch_reset
+    report = sweep(actor=common.actor(request), subaccounts=form.cleaned_data["targets"],
+                   reason=form.cleaned_data["reason"])
+    totals = _totals(report)
+    message = "Kill switch finished: " + ", ".join(f"{count} {label.lower()}" for label, count in totals) + "."
+    level = "warning" if report.failures else "success"
+    if common.wants_fragment(request):
+        fresh = KillSwitchForm(subaccounts=subaccounts)
+        response = common.render_page(request, template, {**context, "form": fresh, "report": report, "totals": totals},
+                                      fragment="console")
+        return common.flash(trigger_client_event(response, GROUPS_CHANGED), message, level)
+    request.session[KILL_SWITCH_REPORT] = {"action": report.action, "rows": [asdict(row) for row in report.rows]}
+    getattr(messages, level)(request, message)
+    return redirect("kill_switch")

@@ -32,9 +32,29 @@
   });
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     var region = event.detail.elt;
-    if (region && region.classList && region.classList.contains("paused") && event.detail.requestConfig.triggeringEvent
-        && event.detail.requestConfig.triggeringEvent.type !== "click" && event.detail.requestConfig.triggeringEvent.type !== "submit") {
-      event.preventDefault();
-    }
+    if (!region || !region.classList || !region.classList.contains("paused")) return;
+    // htmx's "every Ns" polls carry no triggering event at all; only a person's click or
+    // submit, or a change they just made (ogpanel:groups-changed), may refresh a paused region.
+    var cause = event.detail.requestConfig.triggeringEvent;
+    var byPerson = cause && (cause.type === "click" || cause.type === "submit" || cause.type === "ogpanel:groups-changed");
+    if (!byPerson) event.preventDefault();
+  });
+
+  // A form opened in place (#action-panel) takes the keyboard focus, as a new page would.
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    var panel = event.detail.target;
+    if (!panel || panel.id !== "action-panel") return;
+    var field = panel.querySelector("[aria-invalid=true], input:not([type=hidden]), select, textarea, button");
+    if (field) field.focus();
+  });
+
+  // "Cancel" links in a panel opened in place: empty the panel; without JavaScript they navigate.
+  document.body.addEventListener("click", function (event) {
+    var link = event.target.closest("[data-dismiss]");
+    if (!link) return;
+    var panel = document.getElementById(link.dataset.dismiss);
+    if (!panel || !panel.contains(link)) return;
+    event.preventDefault();
+    panel.replaceChildren();
   });
 })();

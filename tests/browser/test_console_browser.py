@@ -1,0 +1,91 @@
+"""Flows a person clicks through, in Chromium: trigger from the dashboard, pause, the kill switch."""
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import login
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def _console_settings(settings):
+    settings.OGPANEL_LIST_CACHE_SECONDS = 0
+    # Long enough that nothing in these tests is refreshed by the timer, unless a test asks.
+    settings.OGPANEL_REFRESH_SECONDS = 60
+
+
+def test_it_triggers_a_group_from_the_dashboard_without_reloading_the_page(page, live_server, sim, subaccounts,
+                                                                            operator):
+    for number, limit in ((0, 500), (1, 100), (2, 250), (3, 40)):
+        sim.create_group(number, limit)
+    target = sim.create_group(1, 25)
+    sim.place_order(1, target, count=5)
+    login(page, live_server, operator)
+    page.evaluate("window.ogpanelNoReload = true")  # gone if the page were reloaded
+
+    row = page.locator(f"#group-1-{target}")
+    expect(row.locator(".state")).to_have_text("ACTIVE")
+    row.get_by_role("link", name=re.compile(r"^Trigger…")).click()
+    panel = page.locator("#action-panel")
+    expect(panel).to_contain_text(f"Trigger order group {target} on subaccount 1")
+    panel.get_by_label("Reason").fill("browser drill")
+    panel.get_by_role("button", name="Trigger group — cancels all its orders").click()
+
+    expect(row.locator(".state")).to_have_text("TRIGGERED")
+    expect(row).to_have_class("is-triggered")
+    expect(page.locator("#flash")).to_contain_text(f"Triggered order group {target} on subaccount 1.")
+    expect(panel).to_be_empty()
+    expect(page.get_by_text("1 TRIGGERED")).to_be_visible()
+    assert page.evaluate("window.ogpanelNoReload") is True
+    assert sim.group(target)["triggered"] is True
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+
+def test_pausing_stops_the_dashboard_refreshing_itself(page, live_server, sim, subaccounts, operator, settings):
+    settings.OGPANEL_REFRESH_SECONDS = 1
+    login(page, live_server, operator)
+    status = page.locator("#refresh-status time")
+    first = status.get_attribute("datetime")
+    expect(status).not_to_have_attribute("datetime", first)  # it refreshes by itself
+
+    page.get_by_label("Pause auto-refresh").check()
+    page.wait_for_timeout(300)  # a request already in flight may still land
+    paused_at = status.get_attribute("datetime")
+    page.wait_for_timeout(1600)  # more than one refresh interval
+    assert status.get_attribute("datetime") == paused_at
+
+    page.get_by_label("Pause auto-refresh").uncheck()
+    expect(status).not_to_have_attribute("datetime", paused_at)
+
+
+def test_the_kill_switch_triggers_everything_and_shows_the_result(page, live_server, sim, subaccounts, operator):
+    groups = [sim.create_group(number, 10) for number in (0, 1, 2)]
+    stuck = sim.create_group(3, 10)
+    sim.set_fault("error", path=f"/portfolio/order_groups/{stuck}/trigger", method="PUT", status=500)
+    login(page, live_server, operator)
+    page.get_by_role("link", name="Kill switch").click()
+    page.evaluate("window.ogpanelNoReload = true")
+
+    page.get_by_label("Trigger every group on every subaccount I may act on").check()
+    page.get_by_label("Reason").fill("end-of-day drill")
+    page.get_by_label("Type the word TRIGGER").fill("TRIGGER")
+    page.get_by_role("button", name="Run the kill switch now").click()
+
+    result = page.locator("table.sweep tbody tr")
+    expect(result).to_have_count(4)
+    expect(page.locator(".totals")).to_contain_text("Triggered: 3")
+    expect(page.locator(".totals")).to_contain_text("Failed: 1")
+    expect(result.first).to_contain_text(stuck)
+    expect(result.first).to_contain_text("Failed")
+    for group in groups:
+        expect(page.locator("table.sweep")).to_contain_text(group)
+    assert page.evaluate("window.ogpanelNoReload") is True
+    assert [sim.group(group)["triggered"] for group in groups] == [True, True, True]
+    assert sim.group(stuck)["triggered"] is False
