@@ -11,6 +11,7 @@ import threading
 
 from django.conf import settings
 from django.core.cache import cache
+from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import vault
 from ogpanel.kalshi import KalshiClient, RateLimiter
@@ -33,6 +34,9 @@ def _version(credential: Credential) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+# All locals, here and in the frames below (KalshiClient.__init__ holds the PEM too), are hidden
+# from error reports.
+@sensitive_variables()
 def client_for(credential: Credential) -> KalshiClient:
     version = _version(credential)
     with _lock:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import audit, exchange, selectors, vault
 from ogpanel.audit import Actor
@@ -185,6 +186,8 @@ def _seal(credential: Credential, pem: bytes) -> None:
     credential.private_key_encrypted = vault.encrypt(pem, bound_to=str(credential.uuid))
 
 
+# sensitive_variables(): an error report must not show the key held in these frames or below.
+@sensitive_variables()
 def credential_create(
     *, actor: Actor, label: str, environment: str, key_id: str, private_key_pem: bytes, custom_base_url: str = "",
 ) -> Credential:
@@ -196,6 +199,7 @@ def credential_create(
     return credential
 
 
+@sensitive_variables()
 def credential_rotate(*, actor: Actor, credential: Credential, key_id: str, private_key_pem: bytes) -> Credential:
     """Replace the key (and key id); the subaccounts that use this credential keep using it."""
     before = {"key_id": credential.key_id, "fingerprint": credential.fingerprint}

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 VERSION = "v1"
 
@@ -27,6 +28,8 @@ class VaultError(Exception):
     """A stored key cannot be decrypted here (wrong row, unknown key id, or tampered)."""
 
 
+# Error reports must show neither private keys nor the encryption keys themselves.
+@sensitive_variables()
 def parse_keys(text: str) -> dict[str, bytes]:
     """Parse "id:base64key" entries separated by commas or newlines, newest first."""
     keys: dict[str, bytes] = {}
@@ -50,6 +53,7 @@ def parse_keys(text: str) -> dict[str, bytes]:
 
 
 @cache
+@sensitive_variables()
 def _keys(configured: str, key_file: str) -> dict[str, bytes]:
     text = configured
     if not text and key_file:
@@ -80,6 +84,7 @@ def new_key_entry(key_id: str = "") -> str:
     return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: bytes, *, bound_to: str) -> str:
     key_id = newest_key_id()
     nonce = os.urandom(12)
@@ -87,6 +92,7 @@ def encrypt(plaintext: bytes, *, bound_to: str) -> str:
     return f"{VERSION}:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
+@sensitive_variables("key")
 def decrypt(stored: str, *, bound_to: str) -> bytes:
     try:
         version, key_id, payload = stored.split(":", 2)
@@ -102,6 +108,15 @@ def decrypt(stored: str, *, bound_to: str) -> bytes:
         return AESGCM(key).decrypt(blob[:12], blob[12:], bound_to.encode())
     except InvalidTag:
         raise VaultError("The stored key does not decrypt for this credential (moved or tampered with)") from None
+
+
+def check(stored: str, *, bound_to: str) -> str:
+    """Why a stored key would not decrypt here, or "" if it would. The plaintext is discarded."""
+    try:
+        decrypt(stored, bound_to=bound_to)
+    except VaultError as exc:
+        return str(exc)
+    return ""
 
 
 def key_id_of(stored: str) -> str:

@@ -1,31 +1,211 @@
-"""Placeholder: the owner of this module replaces it."""
-from django.http import HttpResponse
+"""Credentials (Kalshi API keys) and which subaccount uses which. Admin only.
+
+A private key comes in on create and rotate and never goes back out: pages show the key id
+and the public-key fingerprint, a form with errors comes back with the key field empty, and
+the views that receive a key hide it from error reports (sensitive_post_parameters for the
+request, sensitive_variables for the frames holding it).
+"""
+
+import time
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from ogpanel import services, vault
+from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, SubaccountForm, subaccounts_phrase
+from ogpanel.kalshi import InvalidInput, KalshiError
+from ogpanel.models import Credential, Subaccount
+from ogpanel.permissions import Action, require
+from ogpanel.views.common import actor, done, error_response, render_page, wants_fragment
+
+def _key_problem(credential: Credential) -> str:
+    """Why the stored private key cannot be decrypted here (moved row, missing encryption key), or ""."""
+    problem = vault.check(credential.private_key_encrypted, bound_to=str(credential.uuid))
+    return _unusable(problem) if problem else ""
 
 
-def credential_list(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _unusable(problem: str) -> str:
+    return (f"This credential's stored private key cannot be used. {problem}. Restore the missing encryption key, "
+            "or rotate this credential (upload the private key again).")
 
 
-def credential_create(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@login_required
+@require_safe
+@require(Action.MANAGE_CREDENTIALS)
+def credential_list(request: HttpRequest) -> HttpResponse:
+    credentials = list(Credential.objects.prefetch_related("subaccounts"))
+    rows = [(credential, _key_problem(credential)) for credential in credentials]
+    return render(request, "ogpanel/credentials.html", {"rows": rows})
 
 
-def credential_detail(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# The private key passes through these frames (the form, then services): hide every local.
+@sensitive_post_parameters("private_key")
+@login_required
+@require_http_methods(["GET", "POST"])
+@require(Action.MANAGE_CREDENTIALS)
+@sensitive_variables()
+def credential_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = CredentialForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            credential = services.credential_create(
+                actor=actor(request), label=data["label"], environment=data["environment"], key_id=data["key_id"],
+                private_key_pem=data["private_key_pem"], custom_base_url=data["custom_base_url"],
+            )
+            return done(request, None, f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
+                        next_url=reverse("credential_detail", args=[credential.pk]))
+        return render(request, "ogpanel/credential_form.html", {"form": form, "credential": None}, status=400)
+    return render(request, "ogpanel/credential_form.html", {"form": CredentialForm(), "credential": None})
 
 
-def credential_rotate(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _detail_context(credential: Credential, **extra) -> dict:
+    numbers = list(credential.subaccounts.values_list("number", flat=True))
+    return {
+        "credential": credential,
+        "subaccounts": credential.subaccounts.all(),
+        "test_subaccounts": numbers or [0],
+        "key_problem": _key_problem(credential),
+        **extra,
+    }
 
 
-def credential_remove(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@login_required
+@require_safe
+@require(Action.MANAGE_CREDENTIALS)
+def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    credential = get_object_or_404(Credential, pk=pk)
+    return render(request, "ogpanel/credential_detail.html", _detail_context(credential))
 
 
-def credential_test(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@sensitive_post_parameters("private_key")
+@login_required
+@require_http_methods(["GET", "POST"])
+@require(Action.MANAGE_CREDENTIALS)
+@sensitive_variables()
+def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
+    credential = get_object_or_404(Credential, pk=pk)
+    if request.method == "POST":
+        form = KeyForm(request.POST, request.FILES)
+        if form.is_valid():
+            services.credential_rotate(actor=actor(request), credential=credential, key_id=form.cleaned_data["key_id"],
+                                       private_key_pem=form.cleaned_data["private_key_pem"])
+            return done(request, None, f"Rotated \u201c{credential.label}\u201d: now key {credential.fingerprint}.",
+                        next_url=reverse("credential_detail", args=[credential.pk]))
+        return render(request, "ogpanel/credential_form.html", {"form": form, "credential": credential}, status=400)
+    form = KeyForm(initial={"key_id": credential.key_id})
+    return render(request, "ogpanel/credential_form.html", {"form": form, "credential": credential})
 
 
-def subaccount_list(request, *args, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@login_required
+@require_http_methods(["GET", "POST"])
+@require(Action.MANAGE_CREDENTIALS)
+def credential_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    credential = get_object_or_404(Credential, pk=pk)
+    in_use = list(credential.subaccounts.values_list("number", flat=True))
+    if request.method == "POST":
+        form = RemoveForm(request.POST, in_use=in_use)
+        if form.is_valid():
+            label = credential.label
+            services.credential_remove(actor=actor(request), credential=credential)
+            unmapped = f"; unmapped {subaccounts_phrase(in_use)}" if in_use else ""
+            return done(request, None, f"Removed credential \u201c{label}\u201d{unmapped}.", next_url=reverse("credentials"))
+        status = 400
+    else:
+        form, status = RemoveForm(in_use=in_use), 200
+    context = {"credential": credential, "form": form, "in_use": subaccounts_phrase(in_use)}
+    return render(request, "ogpanel/credential_remove.html", context, status=status)
 
+
+@login_required
+@require_POST
+@require(Action.MANAGE_CREDENTIALS)
+def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """A signed list call with the credential; the outcome is shown in place."""
+    credential = get_object_or_404(Credential, pk=pk)
+    raw = request.POST.get("subaccount", "")
+    if raw:
+        subaccount = int(raw) if raw.isdigit() else None
+    else:
+        subaccount = min(credential.subaccounts.values_list("number", flat=True), default=0)
+    if subaccount is None or subaccount > settings.OGPANEL_MAX_SUBACCOUNT:
+        result, status = _test_result(False, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}."), 400
+    else:
+        began = time.monotonic()
+        try:
+            count = services.credential_test(actor=actor(request), credential=credential, subaccount=subaccount)
+        except vault.VaultError as exc:  # raised before anything is signed or sent
+            result, status = _test_result(False, _unusable(str(exc))), 409
+        except KalshiError as exc:
+            result = _test_result(False, f"Test failed: {exc.operator_message}")
+            status = 400 if isinstance(exc, InvalidInput) else 502
+        else:
+            elapsed = round((time.monotonic() - began) * 1000)
+            groups = f"{count} order group{'' if count == 1 else 's'}"
+            result, status = _test_result(True, f"Connected: {groups} on subaccount {subaccount}, {elapsed} ms."), 200
+    context = _detail_context(credential, test_result=result)
+    return render_page(request, "ogpanel/credential_detail.html", context, fragment="test_result", status=status)
+
+
+def _test_result(ok: bool, message: str) -> dict:
+    return {"ok": ok, "message": message}
+
+
+# --- subaccount mapping ------------------------------------------------------------------------
+
+def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountForm | None = None) -> dict:
+    """What one row of the mapping page shows; a refused form shows what was posted and why."""
+    row = {"number": number, "subaccount": subaccount, "errors": [],
+           "credential_pk": subaccount.credential_id if subaccount else None,
+           "label": subaccount.label if subaccount else ""}
+    if form is not None:
+        row["errors"] = [error for errors in form.errors.values() for error in errors]
+        row["label"] = form.data.get("label", "")
+        row["credential_pk"] = int(form.data["credential"]) if form.data.get("credential", "").isdigit() else None
+    return row
+
+
+def _mapping_context(refused: SubaccountForm | None = None, refused_number: int | None = None) -> dict:
+    mapped = {sub.number: sub for sub in Subaccount.objects.select_related("credential")}
+    rows = [
+        _mapping_row(n, mapped.get(n), refused if n == refused_number else None)
+        for n in range(settings.OGPANEL_MAX_SUBACCOUNT + 1)
+    ]
+    return {"rows": rows, "credentials": list(Credential.objects.all())}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@require(Action.MANAGE_CREDENTIALS)
+def subaccount_list(request: HttpRequest) -> HttpResponse:
+    """The mapping page: each row assigns a subaccount to a credential (with a label) or unmaps it."""
+    if request.method == "GET":
+        return render(request, "ogpanel/subaccounts.html", _mapping_context())
+    form = SubaccountForm(request.POST)
+    valid = form.is_valid()
+    number = form.cleaned_data.get("number")
+    if number is None:
+        return error_response(request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.",
+                              status=400)
+    if not valid:
+        context = _mapping_context(form, number)
+        context["row"] = context["rows"][number]
+        return render_page(request, "ogpanel/subaccounts.html", context, fragment="row", status=400)
+    data = form.cleaned_data
+    if data["op"] == "assign":
+        subaccount = services.subaccount_assign(actor=actor(request), number=number, credential=data["credential"],
+                                                label=data["label"])
+        message = f"Subaccount {number} now uses \u201c{data['credential'].label}\u201d."
+    else:
+        services.subaccount_unassign(actor=actor(request), subaccount=data["subaccount"])
+        subaccount, message = None, f"Subaccount {number} is no longer mapped."
+    fragment = None
+    if wants_fragment(request):
+        context = {"row": _mapping_row(number, subaccount), "credentials": list(Credential.objects.all())}
+        fragment = render_page(request, "ogpanel/subaccounts.html", context, fragment="row")
+    return done(request, fragment, message, next_url=reverse("subaccounts"))

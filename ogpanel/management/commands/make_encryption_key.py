@@ -1,0 +1,23 @@
+"""Print a fresh encryption key entry ("id:base64key") for OGPANEL_ENCRYPTION_KEYS or the key file."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ogpanel import vault
+
+
+class Command(BaseCommand):
+    help = "Print a new AES-256 encryption key entry, id:base64key, for OGPANEL_ENCRYPTION_KEYS or its key file."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--id", default="", help="Key id (letters and digits); random if omitted.")
+
+    def handle(self, *args, **options) -> None:
+        key_id = options["id"]
+        if key_id and not key_id.isalnum():
+            raise CommandError("The key id may contain only letters and digits.")
+        # Only the entry goes to stdout, so `make_encryption_key >> keyfile` works; advice goes to stderr.
+        self.stdout.write(vault.new_key_entry(key_id))
+        self.stderr.write(
+            "Put it first (newest) in OGPANEL_ENCRYPTION_KEYS or the key file, keep the older entries, restart, "
+            "then run `manage.py rotate_encryption_keys`; after that the older entries can be dropped."
+        )
