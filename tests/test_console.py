@@ -7,6 +7,7 @@ proves when the panel did (or did not) call the exchange.
 import json
 
 import pytest
+from django.contrib.auth.models import User
 
 from ogpanel.models import AuditEvent, Credential, Subaccount
 from ogpanel.simulator import ExchangeError
@@ -455,10 +456,37 @@ def test_a_scoped_operator_gets_404_outside_their_subaccount(sim, subaccounts, a
 
 # --- kill switch ---------------------------------------------------------------------------------
 
+def own_password(client) -> str:
+    """The persona's password (tests.panel_fixtures.make_user), for re-authentication."""
+    user = User.objects.get(pk=client.session["_auth_user_id"])
+    return f"{user.username}-password-1"
+
+
 def kill(client, operation: str, *, subaccount: str = "", confirm: str = "TRIGGER", reason: str = "drill",
-         headers: dict | None = None):
-    return client.post("/kill-switch/", {"operation": operation, "subaccount": subaccount, "reason": reason,
-                                         "confirm": confirm}, headers=headers or {})
+         headers: dict | None = None, password: str | None = None):
+    data = {"operation": operation, "subaccount": subaccount, "reason": reason, "confirm": confirm,
+            "reauth_password": own_password(client) if password is None else password}
+    return client.post("/kill-switch/", data, headers=headers or {})
+
+
+@pytest.mark.parametrize("password", ["", "not-my-password"])
+def test_the_kill_switch_asks_for_the_password_again_and_refuses_without_it(sim, subaccounts, as_operator, password):
+    group = sim.create_group(1, 10)
+
+    response = kill(as_operator, "trigger_all", headers=HTMX, password=password)
+
+    assert response.status_code == 403
+    assert "Confirm it&#x27;s you" in text(response) and 'name="reauth_password"' in text(response)
+    assert upstream_calls(sim) == 0 and sim.group(group)["triggered"] is False
+    assert password not in "".join(str(e.params) + e.error for e in AuditEvent.objects.all()) or not password
+
+
+def test_the_kill_switch_does_not_ask_again_right_after_a_confirmation(sim, subaccounts, as_operator):
+    sim.create_group(1, 10)
+    assert kill(as_operator, "trigger_one", subaccount="1").status_code == 302
+
+    assert 'name="reauth_password"' not in text(as_operator.get("/kill-switch/"))
+    assert kill(as_operator, "reset_one", subaccount="1", confirm="RESET", password="").status_code == 302
 
 
 def test_the_kill_switch_triggers_every_group_everywhere_and_reports_the_one_that_failed(sim, subaccounts, as_operator):

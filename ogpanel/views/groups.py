@@ -13,9 +13,11 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
@@ -27,7 +29,7 @@ from ogpanel.kalshi import (
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
 from ogpanel.services import SweepReport, SweepRow
-from ogpanel.views import common
+from ogpanel.views import accounts, common
 
 # Sent with every successful change; the dashboard table and the group panel reload on it.
 GROUPS_CHANGED = "ogpanel:groups-changed"
@@ -296,13 +298,15 @@ def _totals(report: SweepReport) -> list[tuple[str, int]]:
     return [*counted, ("Failed", report.failures)]
 
 
+@sensitive_post_parameters("reauth_password", "reauth_otp")
 @login_required
 @require_http_methods(["GET", "POST"])
 @permissions.require(Action.KILL_SWITCH)
 def kill_switch(request: HttpRequest) -> HttpResponse:
     subaccounts = selectors.subaccounts_for(request.user)
     form = KillSwitchForm(request.POST if request.method == "POST" else None, subaccounts=subaccounts)
-    context = {"form": form, "subaccounts": subaccounts, "report": None}
+    context = {"form": form, "subaccounts": subaccounts, "report": None,
+               "reauth_needed": accounts.reauth_needed(request)}
     template = "ogpanel/kill_switch.html"
     if request.method == "GET":
         saved = request.session.pop(KILL_SWITCH_REPORT, None)
@@ -312,8 +316,13 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
         return common.render_page(request, template, context, fragment="console")
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="console", status=400)
-    # Re-authentication goes here and only here: the user's password checked (accounts.reauth_ok)
-    # after the form is valid and before the sweep, answered like an invalid form when it fails.
+    if not accounts.reauth_ok(request, password=request.POST.get("reauth_password", ""),
+                              otp=request.POST.get("reauth_otp", "")):
+        if not request.user.is_authenticated:  # signed out after too many wrong answers
+            return redirect_to_login(request.get_full_path())
+        form.add_error(None, accounts.REAUTH_REFUSED)
+        context["reauth_needed"] = True
+        return common.render_page(request, template, context, fragment="console", status=403)
     sweep = services.killswitch_trigger if form.triggering else services.killswitch_reset
     report = sweep(actor=common.actor(request), subaccounts=form.cleaned_data["targets"],
                    reason=form.cleaned_data["reason"])
