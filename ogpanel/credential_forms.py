@@ -73,11 +73,19 @@ class KeyForm(forms.Form):
     def full_clean(self) -> None:
         super().full_clean()
         if self._errors:
-            # Never send a key back: the page comes back with the key field empty.
-            self.key_dropped = bool(self.data.get("private_key", "").strip()) or "private_key_file" in self.files
-            self.data = self.data.copy()
-            self.data.pop("private_key", None)
-            self.cleaned_data.pop("private_key_pem", None)
+            self._drop_key()
+
+    def refuse(self, message: str) -> None:
+        """Refuse a form that was valid (re-authentication failed); the key is dropped like on any error."""
+        self.add_error(None, message)
+        self._drop_key()
+
+    def _drop_key(self) -> None:
+        # Never send a key back: the page comes back with the key field empty.
+        self.key_dropped = bool(self.data.get("private_key", "").strip()) or "private_key_file" in self.files
+        self.data = self.data.copy()
+        self.data.pop("private_key", None)
+        self.cleaned_data.pop("private_key_pem", None)
 
 
 class CredentialForm(KeyForm):

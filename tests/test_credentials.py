@@ -60,6 +60,16 @@ def sim_with_other_key(sim, other_key):
     return sim
 
 
+@pytest.fixture
+def as_admin(administrator):
+    """An admin signed in through the login form, which also counts as confirming who they are."""
+    from django.test import Client
+
+    client = Client()
+    assert client.post(reverse("login"), {"username": "ada", "password": "ada-password-1"}).status_code == 302
+    return client
+
+
 def create_form(sim, pem: bytes, **fields) -> dict:
     return {"label": "Desk A", "environment": "custom", "custom_base_url": sim.base_url, "key_id": "test-key",
             "private_key": pem.decode(), **fields}
@@ -611,3 +621,29 @@ def test_an_error_report_of_a_crash_while_saving_a_key_hides_it(as_admin, settin
     assert "private_key = '********************'" in reports[0]
     assert "pem" in reports[1] and "********************" in reports[1]  # the frames' variables, masked
     assert_no_key_material([rsa_pem], *reports, caplog.text, response.content.decode())
+
+
+@pytest.mark.parametrize("password", ["", "wrong-password"])
+def test_credential_changes_ask_for_the_password_again_once_the_window_has_passed(
+        settings, sim, rsa_pem, credential, as_admin, password):
+    settings.OGPANEL_REAUTH_SECONDS = 0
+    before = Credential.objects.count(), Credential.objects.get(pk=credential.pk).private_key_encrypted
+
+    created = as_admin.post(reverse("credential_create"), {**create_form(sim, rsa_pem, label="second"), "reauth_password": password})
+    rotated = as_admin.post(reverse("credential_rotate", args=[credential.pk]),
+                            {"key_id": "test-key", "private_key": rsa_pem.decode(), "reauth_password": password})
+    removed = as_admin.post(reverse("credential_remove", args=[credential.pk]),
+                            {"seen": "", "reauth_password": password})
+
+    for response in (created, rotated, removed):
+        assert response.status_code == 403
+        assert 'name="reauth_password"' in response.content.decode()
+    for response in (created, rotated):
+        page = response.content.decode()
+        assert "paste the key again" in page
+        assert not any(line in page for line in rsa_pem.decode().splitlines()[1:-1])
+    assert (Credential.objects.count(), Credential.objects.get(pk=credential.pk).private_key_encrypted) == before
+
+    created = as_admin.post(reverse("credential_create"),
+                            {**create_form(sim, rsa_pem, label="second"), "reauth_password": "ada-password-1"})
+    assert created.status_code == 302 and Credential.objects.count() == before[0] + 1

@@ -223,6 +223,19 @@ def reauth_needed(request: HttpRequest) -> bool:
     return at is None or throttle.clock() - at > settings.OGPANEL_REAUTH_SECONDS
 
 
+def confirm_identity(request: HttpRequest, form) -> bool:
+    """The re-authentication step of a dangerous form, after it validated: True to go on.
+
+    Otherwise the form carries the refusal (through its `refuse()` when it has one, so forms
+    holding a private key drop it). The caller answers 403, or sends a user whom too many wrong
+    answers signed out to the login page.
+    """
+    if reauth_ok(request, password=request.POST.get("reauth_password", ""), otp=request.POST.get("reauth_otp", "")):
+        return True
+    getattr(form, "refuse", lambda message: form.add_error(None, message))(REAUTH_REFUSED)
+    return False
+
+
 def reauth_ok(request: HttpRequest, *, password: str = "", otp: str = "") -> bool:
     """May the signed-in user go on with a dangerous action (kill switch, credential change)?
 

@@ -10,6 +10,7 @@ import time
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -21,6 +22,7 @@ from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, Subacc
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
 from ogpanel.permissions import Action, require
+from ogpanel.views import accounts
 from ogpanel.views.common import actor, done, error_response, render_page, wants_fragment
 
 def _key_problem(credential: Credential) -> str:
@@ -44,7 +46,7 @@ def credential_list(request: HttpRequest) -> HttpResponse:
 
 
 # The private key passes through these frames (the form, then services): hide every local.
-@sensitive_post_parameters("private_key")
+@sensitive_post_parameters("private_key", "reauth_password", "reauth_otp")
 @login_required
 @require_http_methods(["GET", "POST"])
 @require(Action.MANAGE_CREDENTIALS)
@@ -52,7 +54,7 @@ def credential_list(request: HttpRequest) -> HttpResponse:
 def credential_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = CredentialForm(request.POST, request.FILES)
-        if form.is_valid():
+        if form.is_valid() and accounts.confirm_identity(request, form):
             data = form.cleaned_data
             credential = services.credential_create(
                 actor=actor(request), label=data["label"], environment=data["environment"], key_id=data["key_id"],
@@ -60,8 +62,9 @@ def credential_create(request: HttpRequest) -> HttpResponse:
             )
             return done(request, None, f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
                         next_url=reverse("credential_detail", args=[credential.pk]))
-        return render(request, "ogpanel/credential_form.html", {"form": form, "credential": None}, status=400)
-    return render(request, "ogpanel/credential_form.html", {"form": CredentialForm(), "credential": None})
+        return _refused(request, "ogpanel/credential_form.html", {"form": form, "credential": None})
+    return render(request, "ogpanel/credential_form.html",
+                  {"form": CredentialForm(), "credential": None, "reauth_needed": accounts.reauth_needed(request)})
 
 
 def _detail_context(credential: Credential, **extra) -> dict:
@@ -83,7 +86,7 @@ def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "ogpanel/credential_detail.html", _detail_context(credential))
 
 
-@sensitive_post_parameters("private_key")
+@sensitive_post_parameters("private_key", "reauth_password", "reauth_otp")
 @login_required
 @require_http_methods(["GET", "POST"])
 @require(Action.MANAGE_CREDENTIALS)
@@ -92,34 +95,44 @@ def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     credential = get_object_or_404(Credential, pk=pk)
     if request.method == "POST":
         form = KeyForm(request.POST, request.FILES)
-        if form.is_valid():
+        if form.is_valid() and accounts.confirm_identity(request, form):
             services.credential_rotate(actor=actor(request), credential=credential, key_id=form.cleaned_data["key_id"],
                                        private_key_pem=form.cleaned_data["private_key_pem"])
             return done(request, None, f"Rotated \u201c{credential.label}\u201d: now key {credential.fingerprint}.",
                         next_url=reverse("credential_detail", args=[credential.pk]))
-        return render(request, "ogpanel/credential_form.html", {"form": form, "credential": credential}, status=400)
+        return _refused(request, "ogpanel/credential_form.html", {"form": form, "credential": credential})
     form = KeyForm(initial={"key_id": credential.key_id})
-    return render(request, "ogpanel/credential_form.html", {"form": form, "credential": credential})
+    return render(request, "ogpanel/credential_form.html",
+                  {"form": form, "credential": credential, "reauth_needed": accounts.reauth_needed(request)})
 
 
+@sensitive_post_parameters("reauth_password", "reauth_otp")
 @login_required
 @require_http_methods(["GET", "POST"])
 @require(Action.MANAGE_CREDENTIALS)
 def credential_remove(request: HttpRequest, pk: int) -> HttpResponse:
     credential = get_object_or_404(Credential, pk=pk)
     in_use = list(credential.subaccounts.values_list("number", flat=True))
+    context = {"credential": credential, "in_use": subaccounts_phrase(in_use)}
     if request.method == "POST":
         form = RemoveForm(request.POST, in_use=in_use)
-        if form.is_valid():
+        if form.is_valid() and accounts.confirm_identity(request, form):
             label = credential.label
             services.credential_remove(actor=actor(request), credential=credential)
             unmapped = f"; unmapped {subaccounts_phrase(in_use)}" if in_use else ""
             return done(request, None, f"Removed credential \u201c{label}\u201d{unmapped}.", next_url=reverse("credentials"))
-        status = 400
-    else:
-        form, status = RemoveForm(in_use=in_use), 200
-    context = {"credential": credential, "form": form, "in_use": subaccounts_phrase(in_use)}
-    return render(request, "ogpanel/credential_remove.html", context, status=status)
+        return _refused(request, "ogpanel/credential_remove.html", {**context, "form": form})
+    context.update(form=RemoveForm(in_use=in_use), reauth_needed=accounts.reauth_needed(request))
+    return render(request, "ogpanel/credential_remove.html", context)
+
+
+def _refused(request: HttpRequest, template: str, context: dict) -> HttpResponse:
+    """A credential form that did not go through: 400 for its errors, 403 when re-authentication failed."""
+    if not request.user.is_authenticated:  # too many wrong re-authentication answers signed them out
+        return redirect_to_login(request.get_full_path())
+    refused = accounts.REAUTH_REFUSED in context["form"].non_field_errors()
+    context["reauth_needed"] = accounts.reauth_needed(request)
+    return render(request, template, context, status=403 if refused else 400)
 
 
 @login_required

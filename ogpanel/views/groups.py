@@ -316,11 +316,9 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
         return common.render_page(request, template, context, fragment="console")
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="console", status=400)
-    if not accounts.reauth_ok(request, password=request.POST.get("reauth_password", ""),
-                              otp=request.POST.get("reauth_otp", "")):
+    if not accounts.confirm_identity(request, form):
         if not request.user.is_authenticated:  # signed out after too many wrong answers
             return redirect_to_login(request.get_full_path())
-        form.add_error(None, accounts.REAUTH_REFUSED)
         context["reauth_needed"] = True
         return common.render_page(request, template, context, fragment="console", status=403)
     sweep = services.killswitch_trigger if form.triggering else services.killswitch_reset
