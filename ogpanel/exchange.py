@@ -14,12 +14,23 @@ from django.core.cache import cache
 from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import vault
-from ogpanel.kalshi import KalshiClient, RateLimiter
+from ogpanel.kalshi import KalshiClient, KalshiError, RateLimiter
 from ogpanel.models import Credential
 
 _clients: dict[int, tuple[str, KalshiClient]] = {}
 _lock = threading.Lock()
 _limiter: RateLimiter | None = None
+
+
+class CredentialUnusable(KalshiError):
+    """The stored private key cannot be decrypted here (moved row, missing encryption key). Nothing was sent."""
+
+    def __init__(self, credential: Credential, problem: vault.VaultError):
+        super().__init__(
+            str(problem), code="credential_unusable",
+            operator_message=f"The API key of credential \u201c{credential.label}\u201d cannot be used here: {problem}. "
+                             "An admin must rotate it.",
+        )
 
 
 def limiter() -> RateLimiter:
@@ -43,7 +54,10 @@ def client_for(credential: Credential) -> KalshiClient:
         cached = _clients.get(credential.pk)
         if cached and cached[0] == version:
             return cached[1]
-    pem = vault.decrypt(credential.private_key_encrypted, bound_to=str(credential.uuid))
+    try:
+        pem = vault.decrypt(credential.private_key_encrypted, bound_to=str(credential.uuid))
+    except vault.VaultError as exc:
+        raise CredentialUnusable(credential, exc) from None
     client = KalshiClient(
         credential.base_url,
         credential.key_id,

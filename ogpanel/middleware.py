@@ -3,9 +3,11 @@ import uuid
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth import logout as auth_logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django_htmx.http import HttpResponseClientRedirect
 from django_otp import user_has_device
 
@@ -57,6 +59,37 @@ class HtmxLoginRedirectMiddleware:
             if response["Location"].startswith(login):
                 return HttpResponseClientRedirect(response["Location"])
         return response
+
+
+class IdleSessionMiddleware:
+    """Signs out a session nobody has used for OGPANEL_SESSION_IDLE_SECONDS.
+
+    The dashboard refreshes itself every few seconds; those timed refreshes are not activity,
+    or an unattended screen on a trading desk would stay signed in forever.
+    """
+
+    PASSIVE_TRIGGERS = frozenset({"groups"})  # ids of self-refreshing regions (hx-trigger "every …")
+    SESSION_KEY = "ogpanel_last_activity"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            now = timezone.now().timestamp()
+            last = request.session.get(self.SESSION_KEY)
+            if last is not None and now - last > settings.OGPANEL_SESSION_IDLE_SECONDS:
+                from ogpanel import audit
+
+                audit.record(request, "logout", "succeeded", params={"why": "idle"})
+                auth_logout(request)
+            elif not self.passive(request):
+                request.session[self.SESSION_KEY] = now
+        return self.get_response(request)
+
+    def passive(self, request: HttpRequest) -> bool:
+        htmx = getattr(request, "htmx", None)
+        return request.method == "GET" and bool(htmx) and htmx.trigger in self.PASSIVE_TRIGGERS
 
 
 class SecondFactorMiddleware:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from enum import IntEnum, StrEnum
 from functools import wraps
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 
 
@@ -113,6 +114,8 @@ def require(action: Action) -> Callable:
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
             if not can(request.user, action):
                 return deny(request, action, kwargs)
             return view(request, *args, **kwargs)

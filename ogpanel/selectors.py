@@ -18,7 +18,6 @@ from ogpanel import permissions
 from ogpanel.exchange import client_for
 from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupDetail
 from ogpanel.models import Subaccount
-from ogpanel.vault import VaultError
 
 FAN_OUT_WORKERS = 34  # one per subaccount (0..32) plus room, so no listing waits for another
 
@@ -73,10 +72,6 @@ def _fetch(subaccount: Subaccount) -> Listing:
     except KalshiError as exc:
         return Listing(subaccount.number, subaccount.label, error=exc.operator_message, error_kind=type(exc).__name__,
                        latency_ms=round((time.monotonic() - began) * 1000))
-    except VaultError as exc:
-        # A key this panel cannot decrypt breaks one subaccount, not the whole fan-out.
-        return Listing(subaccount.number, subaccount.label, error=f"Its API key cannot be used here: {exc}.",
-                       error_kind="VaultError")
     return Listing(subaccount.number, subaccount.label, tuple(groups),
                    latency_ms=round((time.monotonic() - began) * 1000))
 

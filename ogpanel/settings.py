@@ -116,6 +116,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "ogpanel.middleware.RequestIdMiddleware",
     "ogpanel.middleware.HtmxLoginRedirectMiddleware",
+    "ogpanel.middleware.IdleSessionMiddleware",
     "ogpanel.middleware.SecondFactorMiddleware",
 ]
 
@@ -203,8 +204,9 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_AGE = env_int("OGPANEL_SESSION_IDLE_SECONDS", 30 * 60, minimum=60)
-SESSION_SAVE_EVERY_REQUEST = True  # the age above is then an idle timeout, not a fixed lifetime
+OGPANEL_SESSION_IDLE_SECONDS = env_int("OGPANEL_SESSION_IDLE_SECONDS", 30 * 60, minimum=60)
+SESSION_COOKIE_AGE = OGPANEL_SESSION_IDLE_SECONDS
+SESSION_SAVE_EVERY_REQUEST = True  # the cookie follows use; IdleSessionMiddleware decides what "use" is
 X_FRAME_OPTIONS = "DENY"
 SECURE_CSP = {
     "default-src": [CSP.SELF],

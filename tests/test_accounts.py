@@ -294,6 +294,28 @@ def test_a_session_expires_after_being_idle_not_after_a_fixed_time(settings, as_
     assert response.status_code == 302 and response["Location"].startswith(LOGIN)
 
 
+@pytest.mark.django_db
+def test_the_dashboards_own_refreshes_do_not_keep_an_idle_session_alive(settings, sim, subaccounts, as_viewer,
+                                                                       monkeypatch):
+    idle = settings.OGPANEL_SESSION_IDLE_SECONDS
+    start = timezone.now()
+    poll = {"HX-Request": "true", "HX-Trigger": "groups", "HX-Current-URL": "http://testserver/"}
+
+    def travel(seconds: int) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=seconds))
+
+    travel(0)
+    assert as_viewer.get("/").status_code == 200  # a person looks at the dashboard
+    for seconds in range(60, idle, 60):  # then only the page's timer asks, for longer than the idle limit
+        travel(seconds)
+        assert as_viewer.get("/", headers=poll).status_code == 200
+    travel(idle + 1)
+    response = as_viewer.get("/", headers=poll)
+
+    assert response.status_code == 200 and response["HX-Redirect"].startswith(LOGIN)
+    assert AuditEvent.objects.filter(action="logout", params__why="idle").count() == 1
+
+
 # --- second factor -----------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 from django.contrib.auth.models import User
 
+from ogpanel import vault
 from ogpanel.models import AuditEvent, Credential, Subaccount
 from ogpanel.simulator import ExchangeError
 from tests.panel_fixtures import make_credential
@@ -578,3 +579,16 @@ def test_a_viewer_may_not_use_the_kill_switch(sim, subaccounts, as_viewer):
     assert kill(as_viewer, "trigger_all").status_code == 403
     assert 'href="/kill-switch/"' not in text(as_viewer.get("/"))
     assert not writes(sim) and sim.group(group)["triggered"] is False
+
+
+def test_a_group_page_whose_key_cannot_be_decrypted_says_so_instead_of_failing(settings, sim, subaccounts, as_operator):
+    group = sim.create_group(1, 10)
+    settings.OGPANEL_ENCRYPTION_KEYS = vault.new_key_entry("other")  # the stored key's encryption key is gone
+
+    page = as_operator.get(f"/groups/1/{group}/")
+    trigger = as_operator.post(f"/groups/1/{group}/trigger/", {"reason": "drill"}, headers=HTMX)
+
+    assert page.status_code == 409 and "cannot be used here" in text(page)
+    assert trigger.status_code == 409 and "An admin must rotate it" in text(trigger)
+    assert upstream_calls(sim) == 0 and sim.group(group)["triggered"] is False
+    assert AuditEvent.objects.filter(action="trigger", outcome="failed", error_code="credential_unusable").exists()

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from ogpanel import services, vault
+from ogpanel import exchange, services, vault
 from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, SubaccountForm, subaccounts_phrase
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
@@ -152,8 +152,8 @@ def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
         began = time.monotonic()
         try:
             count = services.credential_test(actor=actor(request), credential=credential, subaccount=subaccount)
-        except vault.VaultError as exc:  # raised before anything is signed or sent
-            result, status = _test_result(False, _unusable(str(exc))), 409
+        except exchange.CredentialUnusable as exc:  # raised before anything is signed or sent
+            result, status = _test_result(False, _unusable(exc.message)), 409
         except KalshiError as exc:
             result = _test_result(False, f"Test failed: {exc.operator_message}")
             status = 400 if isinstance(exc, InvalidInput) else 502

@@ -26,6 +26,7 @@ from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm,
 from ogpanel.kalshi import (
     BadRequest, InvalidInput, KalshiError, NotFound, OrderGroup, RateLimited, validate_order_group_id,
 )
+from ogpanel.exchange import CredentialUnusable
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
 from ogpanel.services import SweepReport, SweepRow
@@ -47,7 +48,7 @@ ERROR_WORDS = {
     "MalformedResponse": "unexpected answer",
     "BadRequest": "refused",
     "NotFound": "not found",
-    "VaultError": "API key unusable",
+    "CredentialUnusable": "API key unusable",
 }
 
 
@@ -58,6 +59,8 @@ def _status_for(exc: KalshiError) -> int:
         return 400
     if isinstance(exc, RateLimited):
         return 429
+    if isinstance(exc, CredentialUnusable):
+        return 409
     return 502
 
 
