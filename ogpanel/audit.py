@@ -68,11 +68,15 @@ def client_ip(request: HttpRequest) -> str:
     return getattr(request, "client_ip", "") or request.META.get("REMOTE_ADDR", "")
 
 
+def timestamp(at: datetime) -> str:
+    """UTC to the millisecond, as hashed and exported: 2026-01-02T03:04:05.678+00:00."""
+    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
 def canonical(values: dict) -> bytes:
     content = {name: values[name] for name in CHAINED_FIELDS}
-    at = content["at"]
-    if isinstance(at, datetime):
-        content["at"] = at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    if isinstance(content["at"], datetime):
+        content["at"] = timestamp(content["at"])
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -83,6 +87,34 @@ def compute_hash(values: dict) -> str:
 def _now() -> datetime:
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# Column widths, so that a value too long for its column is cut rather than refused.
+_MAX_LENGTHS = {field.attname: field.max_length for field in AuditEvent._meta.concrete_fields if field.max_length}
+
+
+def _storable(value):
+    """PostgreSQL refuses NUL characters in text and jsonb; replace them, keys and values alike."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
+def _fit(values: dict) -> dict:
+    """Make every value storable, so that recording a refusal of hostile input cannot fail.
+
+    Denials carry what a client sent (URL parts, headers); an over-long or NUL-bearing value
+    must be recorded cut, not turn the refusal into a 500 and leave no trace.
+    """
+    fitted = {name: _storable(value) for name, value in values.items()}
+    for name, limit in _MAX_LENGTHS.items():
+        if isinstance(fitted.get(name), str):
+            fitted[name] = fitted[name][:limit]
+    return fitted
 
 
 def append(actor: Actor, *, action: str, outcome: str, **fields) -> AuditEvent:
@@ -100,6 +132,7 @@ def append(actor: Actor, *, action: str, outcome: str, **fields) -> AuditEvent:
     values.update(fields)
     # Store exactly what a later read gives back, so the hash recomputes from the row.
     values["params"] = json.loads(json.dumps(values["params"], default=str))
+    values = _fit(values)
     # durable: the event must be committed now, not when some outer transaction decides.
     with transaction.atomic(durable=True):
         if connection.vendor == "postgresql":
@@ -112,16 +145,35 @@ def append(actor: Actor, *, action: str, outcome: str, **fields) -> AuditEvent:
 
 
 def record(request: HttpRequest, action: str, outcome: str, **fields) -> AuditEvent:
+    """A one-off event attributed to the request's user: login ("succeeded"/"failed"), logout, ...
+
+    Record a logout before `auth.logout()` (afterwards the user is anonymous) and a failed
+    login with the name that was tried: `params={"username": name}`.
+    """
     return append(Actor.from_request(request), action=action, outcome=outcome, **fields)
 
 
-def record_denial(request: HttpRequest, action: Action | str, detail: dict) -> AuditEvent:
-    fields = {"params": {k: str(v) for k, v in detail.items() if k not in ("subaccount", "order_group_id")}}
-    if str(detail.get("subaccount", "")).isdigit():
-        fields["subaccount"] = int(detail["subaccount"])
-    if detail.get("order_group_id"):
-        fields["order_group_id"] = str(detail["order_group_id"])[:100]
-    return record(request, str(action), AuditEvent.Outcome.DENIED, error="permission denied", **fields)
+_GROUP_KEYS = ("order_group_id", "group_id")  # services say order_group_id; URL patterns say group_id
+_MAX_SUBACCOUNT_FIELD = 63  # Subaccount.number's own bound; larger values stay in params as text
+
+
+def record_denial(request: HttpRequest, action: Action | str, detail: dict, *,
+                  error: str = "permission denied") -> AuditEvent:
+    """A refused action: permission denied, or invalid input (`error="invalid input: ..."`).
+
+    `detail` is what the client asked for (view kwargs, form fields); the subaccount and group
+    id go to their own columns so the review page's filters find the refusal.
+    """
+    fields = {"params": {k: str(v) for k, v in detail.items() if k not in ("subaccount", *_GROUP_KEYS)}}
+    subaccount = str(detail.get("subaccount", ""))
+    if subaccount.isascii() and subaccount.isdigit() and int(subaccount) <= _MAX_SUBACCOUNT_FIELD:
+        fields["subaccount"] = int(subaccount)
+    elif subaccount:
+        fields["params"]["subaccount"] = subaccount
+    group_id = next((detail[key] for key in _GROUP_KEYS if detail.get(key)), "")
+    if group_id:
+        fields["order_group_id"] = str(group_id)
+    return record(request, str(action), AuditEvent.Outcome.DENIED, error=error, **fields)
 
 
 class Pending:
@@ -168,14 +220,15 @@ class Pending:
 def attempt(actor: Actor, action: str, *, credential=None, **fields) -> Iterator[Pending]:
     """Record an attempt, run the body (the upstream call), then record its result.
 
-    The body may add to what the result records through `pending.result_params`. Any
+    The body may add to what the result records through `pending.result_params`. An
     exception is recorded as failed (a KalshiError with the exchange's status and code) and
-    re-raised.
+    re-raised. A process being stopped mid-call (SystemExit, KeyboardInterrupt) records no
+    result: whether the exchange acted is unknown, and the lone attempt says exactly that.
     """
     pending = Pending(actor, action, credential=credential, **fields)
     try:
         yield pending
-    except BaseException as exc:
+    except Exception as exc:
         pending.failed(exc, **pending.result_params)
         raise
     else:
@@ -188,6 +241,7 @@ class Verification:
     count: int
     bad_seq: int | None = None
     problem: str = ""
+    head: str = ""  # the last event's hash, when ok: recorded elsewhere, it shows a cut or rewritten end
 
 
 def verify(chunk_size: int = 5000) -> Verification:
@@ -204,4 +258,4 @@ def verify(chunk_size: int = 5000) -> Verification:
         if compute_hash(row) != row["hash"]:
             return Verification(False, count, row["seq"], "content does not match its hash")
         expected_prev, expected_seq = row["hash"], expected_seq + 1
-    return Verification(True, count)
+    return Verification(True, count, head=expected_prev if count else "")

@@ -107,7 +107,13 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
-        indexes = [models.Index(fields=["action", "-seq"]), models.Index(fields=["outcome", "-seq"])]
+        # The review page filters on one column and pages newest-first by seq (keyset):
+        # each filter column gets an index ending in -seq.
+        indexes = [
+            models.Index(fields=["action", "-seq"]), models.Index(fields=["outcome", "-seq"]),
+            models.Index(fields=["actor_username", "-seq"]), models.Index(fields=["subaccount", "-seq"]),
+            models.Index(fields=["order_group_id", "-seq"]),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.outcome} by {self.actor_username}"
