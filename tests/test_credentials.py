@@ -18,6 +18,9 @@ from ogpanel import exchange, vault
 from ogpanel.kalshi import public_key_fingerprint
 from ogpanel.models import AuditEvent, Credential, Subaccount
 from tests.panel_fixtures import make_credential
+from tests.pem import fake_pem
+
+
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 NEW_KEY_ID = "key-2"
@@ -112,7 +115,7 @@ def test_admin_adds_a_credential_for_a_named_environment(as_admin, settings, rsa
 
 def _refused_keys() -> dict[str, bytes]:
     return {
-        "not a PEM": b"-----BEGIN PRIVATE KEY-----\nthis is not base64 at all\n-----END PRIVATE KEY-----\n",
+        "not a PEM": fake_pem(b"this is not base64 at all"),
         "Ed25519": private_pem(ed25519.Ed25519PrivateKey.generate()),
         "EC P-256": private_pem(ec.generate_private_key(ec.SECP256R1())),
         "RSA 1024": private_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)),

@@ -37,6 +37,9 @@ from ogpanel.kalshi import (
     Unreachable,
 )
 from tests.conftest import SIM_KEY_ID
+from tests.pem import fake_pem
+
+
 
 PREFIX = "/trade-api/v2"
 
@@ -433,7 +436,7 @@ def test_it_refuses_keys_that_are_not_rsa_2048_without_quoting_them():
     assert "not an RSA key" in _refusal(_pkcs8(ec.generate_private_key(ec.SECP256R1())))
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     assert "1024 bits" in _refusal(_pkcs8(weak))
-    assert "not a readable PEM" in _refusal(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    assert "not a readable PEM" in _refusal(fake_pem(b"bm90IGEga2V5"))
     encrypted = weak.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.BestAvailableEncryption(b"secret"))
     assert "encrypted" in _refusal(encrypted)
