@@ -16,8 +16,8 @@ The buttons follow the same rule: a link, or a subaccount offered in a form, is 
 exactly when the persona may use it. Also here: refused htmx requests (a compact message for
 #flash), and the lists and exports a scoped persona gets (nothing from subaccount 2).
 
-Known bugs are strict xfails (`Endpoint.bug`): scope is not enforced as the issue asks where
-the subaccount arrives in the posted form rather than in the URL.
+A subaccount posted in a form (create, kill switch, credential test, mapping) is held to the
+same scope rule as one in the URL: out of scope it answers 404 exactly as an unconfigured one.
 
 Every request goes over real HTTP to the simulator; `sim.requests` is cleared just before the
 request under test, so an empty log proves the refusal made no upstream call.
@@ -136,7 +136,6 @@ class Endpoint:
     done: Callable[[World, HttpResponseBase], bool] | None = None  # an allowed request had its effect
     ok_status: int | None = None  # default: 200 for GET, 302 for a plain POST
     audited_as: str = ""  # the action of the audit result event an allowed request leaves
-    bug: str = ""  # an out-of-scope refusal that does not yet answer as the issue asks (strict xfail)
 
     def url(self, world: World) -> str:
         return reverse(self.url_name, args=self.args(world))
@@ -169,15 +168,6 @@ def key_pem(world: World) -> str:
     return world.rsa_pem.decode()
 
 
-CREATE_BUG = ("BUG: a scoped admin posting group_create for a subaccount outside their scope gets a 400 form "
-              "error and no audit event; the issue wants 404 (reveals nothing) and a 'denied' event")
-KILL_BUG = ("BUG: a scoped user posting the kill switch for a subaccount outside their scope gets a 400 form "
-            "error and no audit event; the issue wants 404 (reveals nothing) and a 'denied' event")
-CRED_TEST_BUG = ("BUG: credential_test ignores scope: a scoped admin tests the credential against a subaccount "
-                 "outside their scope, the panel lists that subaccount upstream and shows its group count")
-MAPPING_BUG = ("BUG: the subaccount mapping ignores scope: a scoped admin re-maps (and relabels) a subaccount "
-               "outside their scope")
-
 ENDPOINTS = [
     # Order groups.
     Endpoint("dashboard", "dashboard", "GET", Action.VIEW),
@@ -201,12 +191,12 @@ ENDPOINTS = [
     Endpoint("create_form", "group_create", "GET", Action.CREATE),
     Endpoint("create", "group_create", "POST", Action.CREATE, "form",
              data=lambda w: {"subaccount": str(w.number), "contracts_limit": "5", "exchange_index": "0"},
-             done=created_on_target, audited_as="create", bug=CREATE_BUG),
+             done=created_on_target, audited_as="create"),
     Endpoint("kill_switch_page", "kill_switch", "GET", Action.KILL_SWITCH),
     Endpoint("kill_switch", "kill_switch", "POST", Action.KILL_SWITCH, "form",
              data=lambda w: {"operation": "trigger_one", "subaccount": str(w.number), "reason": "matrix",
                              "confirm": "TRIGGER", "reauth_password": w.password},
-             done=lambda w, r: w.sim.group(w.active)["triggered"] is True, audited_as="kill_switch_trigger", bug=KILL_BUG),
+             done=lambda w, r: w.sim.group(w.active)["triggered"] is True, audited_as="kill_switch_trigger"),
     # Audit log.
     Endpoint("audit_log", "audit_log", "GET", Action.VIEW_AUDIT),
     Endpoint("audit_event", "audit_event", "GET", Action.VIEW_AUDIT, "url", lambda w: [w.event_seq],
@@ -238,13 +228,13 @@ ENDPOINTS = [
              done=lambda w, r: not Credential.objects.filter(pk=w.spare.pk).exists(), audited_as="credential_remove"),
     Endpoint("credential_test", "credential_test", "POST", Action.MANAGE_CREDENTIALS, "form",
              args=lambda w: [w.credential.pk], data=lambda w: {"subaccount": str(w.number)},
-             done=listed_target, ok_status=200, audited_as="credential_test", bug=CRED_TEST_BUG),
+             done=listed_target, ok_status=200, audited_as="credential_test"),
     Endpoint("subaccounts_page", "subaccounts", "GET", Action.MANAGE_CREDENTIALS),
     Endpoint("subaccounts_assign", "subaccounts", "POST", Action.MANAGE_CREDENTIALS, "form",
              data=lambda w: {"op": "assign", "number": str(w.number), "credential": str(w.credential.pk),
-                             "label": "renamed"},
+                             "label": "renamed", "reauth_password": w.password},
              done=lambda w, r: Subaccount.objects.get(number=w.number).label == "renamed",
-             audited_as="subaccount_assign", bug=MAPPING_BUG),
+             audited_as="subaccount_assign"),
 ]
 
 
@@ -262,11 +252,8 @@ def matrix_cases():
     for persona in ALLOWED:
         for endpoint in ENDPOINTS:
             for scope, number in SCOPES.items() if endpoint.target else [("", IN_SCOPE)]:
-                marks = []
-                if endpoint.bug and expected(persona, endpoint, number) == "not_found":
-                    marks = [pytest.mark.xfail(strict=True, reason=endpoint.bug)]
                 name = "-".join(part for part in (persona, endpoint.id, scope) if part)
-                yield pytest.param(persona, endpoint, number, marks=marks, id=name)
+                yield pytest.param(persona, endpoint, number, id=name)
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +359,17 @@ def assert_reveals_nothing(client: Client, endpoint: Endpoint, world: World, res
     """The answer names neither the group nor the request, and is the one a group that does not exist gets."""
     group = endpoint.group(world)
     url = endpoint.url(world)
-    assert group.encode() not in response.content and url.encode() not in response.content
+    if endpoint.target == "url":  # a form's address is in the page's navigation anyway
+        assert url.encode() not in response.content
+    if group:
+        assert group.encode() not in response.content
+    if endpoint.target == "form":
+        # A configured subaccount outside the scope answers like one that is not configured at all.
+        data = {key: "30" if value == str(world.number) else value for key, value in endpoint.data(world).items()}
+        twin = client.post(url, data)
+        assert (twin.status_code, ALERT.findall(twin.content.decode())) == (
+            response.status_code, ALERT.findall(response.content.decode()))
+        return
     if endpoint.target != "url":
         return
     missing = url.replace(group, str(uuid.uuid4())) if group in url else reverse(endpoint.url_name, args=[10**6])
@@ -435,7 +432,8 @@ def test_buttons_are_shown_exactly_when_the_server_allows_them(request, world, p
     """Each link or form that leads to an endpoint is on the page exactly when the matrix says "ok" for it.
 
     Pages: the dashboard (row buttons, "New order group", the nav), both group pages, the audit
-    log (export), and the create and kill-switch forms (which subaccounts they offer).
+    log (export), and the create, kill-switch, credential-test and mapping forms (which
+    subaccounts they offer).
     """
     client, user = signed_in(request, persona)
     n = SCOPES[scope]
@@ -473,6 +471,14 @@ def test_buttons_are_shown_exactly_when_the_server_allows_them(request, world, p
         response = client.get(reverse(form_name))
         html[form_name] = response.content.decode() if response.status_code == 200 else ""
         buttons.append((form_name, f'<option value="{n}"', endpoint))
+    # So do the credential test form and the subaccount mapping (one row per subaccount).
+    for page, url, offer, endpoint in (
+        ("credential", reverse("credential_detail", args=[case.credential.pk]), f'<option value="{n}"', "credential_test"),
+        ("mapping", reverse("subaccounts"), f'id="sub-{n}"', "subaccounts_assign"),
+    ):
+        response = client.get(url)
+        html[page] = response.content.decode() if response.status_code == 200 else ""
+        buttons.append((page, offer, BY_ID[endpoint]))
 
     wrong = [
         f"{page}: {'missing' if should else 'shown'} {link}"

@@ -565,8 +565,10 @@ def test_a_scoped_operator_kill_switch_touches_only_their_subaccount(sim, subacc
     mine = sim.create_group(1, 10)
     theirs = sim.create_group(2, 10)
 
-    assert kill(as_scoped_operator, "trigger_one", subaccount="2").status_code == 400
+    assert kill(as_scoped_operator, "trigger_one", subaccount="2").status_code == 404
     assert upstream_calls(sim) == 0
+    refusal = AuditEvent.objects.latest("seq")
+    assert (refusal.action, refusal.outcome, refusal.subaccount) == ("kill_switch", "denied", 2)
 
     assert kill(as_scoped_operator, "trigger_all").status_code == 302
     assert sim.group(mine)["triggered"] is True and sim.group(theirs)["triggered"] is False

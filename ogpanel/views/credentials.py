@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from ogpanel import exchange, services, vault
+from ogpanel import exchange, permissions, services, vault
 from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, SubaccountForm, subaccounts_phrase
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
@@ -67,12 +67,20 @@ def credential_create(request: HttpRequest) -> HttpResponse:
                   {"form": CredentialForm(), "credential": None, "reauth_needed": accounts.reauth_needed(request)})
 
 
-def _detail_context(credential: Credential, **extra) -> dict:
-    numbers = list(credential.subaccounts.values_list("number", flat=True))
+def _test_subaccounts(user, credential: Credential) -> list[int]:
+    """What the test form offers: the credential's subaccounts the user may see, else the first they may."""
+    mapped = permissions.visible(user, credential.subaccounts.values_list("number", flat=True))
+    if mapped:
+        return mapped
+    scope = permissions.scope_of(user)
+    return [0] if scope is None else sorted(scope)[:1]
+
+
+def _detail_context(request: HttpRequest, credential: Credential, **extra) -> dict:
     return {
         "credential": credential,
         "subaccounts": credential.subaccounts.all(),
-        "test_subaccounts": numbers or [0],
+        "test_subaccounts": _test_subaccounts(request.user, credential),
         "key_problem": _key_problem(credential),
         **extra,
     }
@@ -83,7 +91,7 @@ def _detail_context(credential: Credential, **extra) -> dict:
 @require(Action.MANAGE_CREDENTIALS)
 def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
     credential = get_object_or_404(Credential, pk=pk)
-    return render(request, "ogpanel/credential_detail.html", _detail_context(credential))
+    return render(request, "ogpanel/credential_detail.html", _detail_context(request, credential))
 
 
 @sensitive_post_parameters("private_key", "reauth_password", "reauth_otp")
@@ -141,11 +149,13 @@ def _refused(request: HttpRequest, template: str, context: dict) -> HttpResponse
 def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
     """A signed list call with the credential; the outcome is shown in place."""
     credential = get_object_or_404(Credential, pk=pk)
-    raw = request.POST.get("subaccount", "")
+    raw = request.POST.get("subaccount", "").strip()
     if raw:
-        subaccount = int(raw) if raw.isdigit() else None
+        subaccount = int(raw) if raw.isascii() and raw.isdigit() else None
     else:
-        subaccount = min(credential.subaccounts.values_list("number", flat=True), default=0)
+        subaccount = next(iter(_test_subaccounts(request.user, credential)), None)
+    if subaccount is not None and not permissions.in_scope(request.user, subaccount):
+        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"subaccount": subaccount}, status=404)
     if subaccount is None or subaccount > settings.OGPANEL_MAX_SUBACCOUNT:
         result, status = _test_result(False, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}."), 400
     else:
@@ -161,7 +171,7 @@ def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
             elapsed = round((time.monotonic() - began) * 1000)
             groups = f"{count} order group{'' if count == 1 else 's'}"
             result, status = _test_result(True, f"Connected: {groups} on subaccount {subaccount}, {elapsed} ms."), 200
-    context = _detail_context(credential, test_result=result)
+    context = _detail_context(request, credential, test_result=result)
     return render_page(request, "ogpanel/credential_detail.html", context, fragment="test_result", status=status)
 
 
@@ -170,6 +180,9 @@ def _test_result(ok: bool, message: str) -> dict:
 
 
 # --- subaccount mapping ------------------------------------------------------------------------
+
+REAUTH_FIRST = "Confirm your identity (the link above the table) before changing which credential a subaccount uses."
+
 
 def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountForm | None = None) -> dict:
     """What one row of the mapping page shows; a refused form shows what was posted and why."""
@@ -183,31 +196,42 @@ def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountFor
     return row
 
 
-def _mapping_context(refused: SubaccountForm | None = None, refused_number: int | None = None) -> dict:
+def _mapping_context(request: HttpRequest, refused: SubaccountForm | None = None,
+                     refused_number: int | None = None) -> dict:
     mapped = {sub.number: sub for sub in Subaccount.objects.select_related("credential")}
     rows = [
         _mapping_row(n, mapped.get(n), refused if n == refused_number else None)
-        for n in range(settings.OGPANEL_MAX_SUBACCOUNT + 1)
+        for n in permissions.visible(request.user, range(settings.OGPANEL_MAX_SUBACCOUNT + 1))
     ]
-    return {"rows": rows, "credentials": list(Credential.objects.all())}
+    return {"rows": rows, "credentials": list(Credential.objects.all()),
+            "reauth_needed": accounts.reauth_needed(request)}
 
 
+@sensitive_post_parameters("reauth_password", "reauth_otp")
 @login_required
 @require_http_methods(["GET", "POST"])
 @require(Action.MANAGE_CREDENTIALS)
 def subaccount_list(request: HttpRequest) -> HttpResponse:
     """The mapping page: each row assigns a subaccount to a credential (with a label) or unmaps it."""
     if request.method == "GET":
-        return render(request, "ogpanel/subaccounts.html", _mapping_context())
+        return render(request, "ogpanel/subaccounts.html", _mapping_context(request))
     form = SubaccountForm(request.POST)
     valid = form.is_valid()
     number = form.cleaned_data.get("number")
     if number is None:
         return error_response(request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.",
                               status=400)
+    if not permissions.in_scope(request.user, number):
+        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"subaccount": number}, status=404)
+    # Which key a subaccount is traded with is a credential change: it needs a fresh identity check.
+    if not accounts.reauth_ok(request, password=request.POST.get("reauth_password", ""),
+                              otp=request.POST.get("reauth_otp", "")):
+        if not request.user.is_authenticated:  # signed out after too many wrong answers
+            return redirect_to_login(request.get_full_path())
+        return error_response(request, REAUTH_FIRST, status=403)
     if not valid:
-        context = _mapping_context(form, number)
-        context["row"] = context["rows"][number]
+        context = _mapping_context(request, form, number)
+        context["row"] = next(row for row in context["rows"] if row["number"] == number)
         return render_page(request, "ogpanel/subaccounts.html", context, fragment="row", status=400)
     data = form.cleaned_data
     if data["op"] == "assign":
