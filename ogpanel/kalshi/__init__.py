@@ -8,6 +8,7 @@ from the vault, the cache as the rate limiter's store) lives in ogpanel/exchange
 - keys.py       input validation, private keys, RSA-PSS signing (§2)
 - client.py     KalshiClient and its typed results (§3, §4)
 - ratelimit.py  the shared read/write budget per API key (§6)
+- stream.py     OrderGroupStream, the order_group_updates WebSocket channel (§8)
 
 Reference: ../shared/kalshi-order-groups.md.
 """
@@ -23,6 +24,7 @@ from ogpanel.kalshi.errors import (
     NotFound,
     RateLimited,
     ServerError,
+    StreamGap,
     Timeout,
     Unauthorized,
     Unreachable,
@@ -39,12 +41,14 @@ from ogpanel.kalshi.keys import (
     validate_subaccount,
 )
 from ogpanel.kalshi.ratelimit import REQUEST_COST, TIERS, CounterStore, MemoryStore, RateLimiter
+from ogpanel.kalshi.stream import OrderGroupStream, OrderGroupUpdate, ws_url_for
 
 __all__ = [
     "REQUEST_COST", "CreatedOrderGroup", "KalshiClient", "OrderGroup", "OrderGroupDetail",
     "BadRequest", "ClockSkew", "Forbidden", "InvalidInput", "KalshiError", "MalformedResponse", "NotFound",
-    "RateLimited", "ServerError", "Timeout", "Unauthorized", "Unreachable",
+    "RateLimited", "ServerError", "StreamGap", "Timeout", "Unauthorized", "Unreachable",
     "MAX_CONTRACTS_LIMIT", "ORDER_GROUP_ID_RE", "load_private_key", "public_key_fingerprint", "sign",
     "validate_contracts_limit", "validate_exchange_index", "validate_order_group_id", "validate_subaccount",
     "TIERS", "CounterStore", "MemoryStore", "RateLimiter",
+    "OrderGroupStream", "OrderGroupUpdate", "ws_url_for",
 ]

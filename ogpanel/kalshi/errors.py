@@ -105,6 +105,18 @@ class MalformedResponse(KalshiError):
         return f"The exchange answered with an unexpected response: {_sentence(self.message)}"
 
 
+class StreamGap(KalshiError):
+    """The update stream skipped a sequence number: an update was lost, so re-read the groups."""
+
+    def __init__(self, message: str, *, expected: int, received: int, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.expected = expected
+        self.received = received
+
+    def _describe(self) -> str:
+        return "The exchange's update stream lost an update; order groups must be read again."
+
+
 def _sentence(text: str) -> str:
     text = text.strip() or "no details"
     return text if text.endswith((".", "!", "?")) else text + "."

@@ -1,5 +1,6 @@
 """A local Kalshi exchange for order groups: signed /trade-api/v2 endpoints, rolling-window
-semantics, exchange-side rate limits, injectable faults and a /_sim/ control API.
+semantics, exchange-side rate limits, injectable faults and a /_sim/ control API. The same
+port serves the order_group_updates WebSocket channel at /trade-api/ws/v2 (websocket.py).
 
 It imports nothing from the panel and checks signatures with its own code.
 Run it with `python -m ogpanel.simulator`, or in-process:

@@ -13,6 +13,11 @@
     POST   /_sim/orders/{id}/fill      {count} -> the group's state afterwards
     GET    /_sim/requests              {requests: [...], rate_limited_count}
     DELETE /_sim/requests              clear the request log
+    GET    /_sim/websockets            {enabled, connections}
+    POST   /_sim/websockets            {enabled} -> {enabled, connections}; false refuses new handshakes (503)
+    POST   /_sim/websockets/drop       cut every open WebSocket without a close frame -> {dropped}
+    POST   /_sim/websockets/skip_seq   every subscription's next update skips one seq
+    POST   /_sim/websockets/garbage    send a text frame that is not JSON to every open WebSocket
 
 Every route is a thin wrapper over a SimulatorServer method, so the HTTP and
 in-process ways of driving the simulator cannot drift apart.
@@ -95,6 +100,21 @@ def _route(sim: "SimulatorServer", method: str, path: str, raw_body: bytes) -> R
         }
     if route == ("DELETE", "/_sim/requests"):
         sim.clear_requests()
+        return 200, {}
+    if route == ("POST", "/_sim/websockets"):
+        enabled = _body(raw_body).get("enabled")
+        if not isinstance(enabled, bool):
+            raise ValueError("enabled is required and must be true or false")
+        sim.websockets_enabled = enabled
+    if route in (("GET", "/_sim/websockets"), ("POST", "/_sim/websockets")):
+        return 200, {"enabled": sim.websockets_enabled, "connections": sim.websocket_count}
+    if route == ("POST", "/_sim/websockets/drop"):
+        return 200, {"dropped": sim.drop_websockets()}
+    if route == ("POST", "/_sim/websockets/skip_seq"):
+        sim.skip_websocket_seq()
+        return 200, {}
+    if route == ("POST", "/_sim/websockets/garbage"):
+        sim.send_websocket_garbage()
         return 200, {}
     raise ExchangeError(404, "not_found", f"no control endpoint {method} {path}")
 

@@ -102,6 +102,16 @@ class Group:
 
 
 @dataclass(frozen=True)
+class GroupEvent:
+    """A change to a group, as the order_group_updates channel reports it (reference §8)."""
+
+    event_type: str  # created | triggered | reset | deleted | limit_updated
+    group_id: str
+    subaccount: int
+    contracts_limit: int | None = None  # on created and limit_updated only
+
+
+@dataclass(frozen=True)
 class GroupView:
     """A consistent snapshot of one group, taken under the lock."""
 
@@ -134,6 +144,10 @@ class Exchange:
     15 s (semantic clock) *exceed* its limit; exactly the limit does not
     trigger (DOC-OG says "exceeds"). Triggering cancels the group's resting
     orders and rejects new ones until a reset, which also zeroes the window.
+
+    Every change goes to `listener` as a GroupEvent (the simulator publishes
+    them over WebSocket). Trigger and reset report a change of state only, so
+    triggering a triggered group again reports nothing.
     """
 
     def __init__(self, *, max_subaccount: int = 32, clock: Clock | None = None) -> None:
@@ -144,6 +158,9 @@ class Exchange:
         self._lock = threading.Lock()
         self._groups: dict[str, Group] = {}
         self._orders: dict[str, Order] = {}
+        # Called with the lock held, so events come out in the order the changes
+        # happened; it must return quickly and never call back into the exchange.
+        self.listener: Callable[[GroupEvent], None] | None = None
 
     def validate_subaccount(self, subaccount: int) -> None:
         if isinstance(subaccount, bool) or not isinstance(subaccount, int):
@@ -159,6 +176,7 @@ class Exchange:
         group = Group(id=str(uuid.uuid4()), subaccount=subaccount, limit=contracts_limit)
         with self._lock:
             self._groups[group.id] = group
+            self._emit("created", group, with_limit=True)
         return group.id
 
     def list_groups(self, subaccounts: Collection[int] | None) -> list[GroupView]:
@@ -179,12 +197,16 @@ class Exchange:
             group = self._find(group_id, {subaccount})
             self._cancel_resting(group)
             del self._groups[group.id]
+            self._emit("deleted", group)
 
     def reset_group(self, group_id: str, subaccount: int) -> None:
         with self._lock:
             group = self._find(group_id, {subaccount})
+            was_triggered = group.triggered
             group.triggered = False
             group.fills.clear()
+            if was_triggered:
+                self._emit("reset", group)
 
     def trigger_group(self, group_id: str, subaccount: int) -> None:
         with self._lock:
@@ -195,6 +217,7 @@ class Exchange:
         with self._lock:
             group = self._find(group_id, {subaccount})
             group.limit = contracts_limit
+            self._emit("limit_updated", group, with_limit=True)
             if self._volume(group) > group.limit:
                 self._trigger(group)
 
@@ -307,8 +330,16 @@ class Exchange:
         return sum(count for _, count in group.fills)
 
     def _trigger(self, group: Group) -> None:
+        was_triggered = group.triggered
         group.triggered = True
         self._cancel_resting(group)
+        if not was_triggered:
+            self._emit("triggered", group)
+
+    def _emit(self, event_type: str, group: Group, *, with_limit: bool = False) -> None:
+        if self.listener is not None:
+            limit = group.limit if with_limit else None
+            self.listener(GroupEvent(event_type, group.id, group.subaccount, limit))
 
     def _cancel_resting(self, group: Group) -> None:
         for order_id in group.order_ids:

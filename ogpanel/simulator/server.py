@@ -4,6 +4,11 @@ A request under /trade-api/v2 goes: request log -> injected latency and
 faults -> signature check -> exchange-side rate limit -> endpoint. Faults come
 before authentication because they stand for the network and the exchange's
 front door misbehaving, which happens whatever the credentials.
+
+The WebSocket handshake at /trade-api/ws/v2 (websocket.py) is neither logged
+nor subject to faults or rate limits: it has its own controls (drop, refuse,
+skip a seq, send garbage), so a REST fault meant for one request is never
+consumed by a reconnecting stream.
 """
 
 import json
@@ -21,6 +26,7 @@ from ogpanel.simulator.auth import KEY_HEADER, KeyRing
 from ogpanel.simulator.exchange import Clock, Exchange, ExchangeError, bad_request, not_found
 from ogpanel.simulator.faults import FaultBook
 from ogpanel.simulator.ratelimit import RateLimiter
+from ogpanel.simulator.websocket import WS_PATH, WebSocketHub
 
 API_PREFIX = "/trade-api/v2"
 CONTROL_PREFIX = "/_sim/"
@@ -45,6 +51,9 @@ class RequestRecord:
     query: dict[str, str]
     status: int | None
     key_id: str | None
+    # The body as text (undecodable bytes replaced); left out of comparisons, so records
+    # written out by hand in tests need not spell it.
+    body: str = field(default="", compare=False)
 
 
 @dataclass
@@ -54,6 +63,7 @@ class _LogEntry:
     query: dict[str, str]
     key_id: str | None
     status: int | None = None
+    body: str = ""
 
 
 @dataclass
@@ -61,16 +71,16 @@ class RequestLog:
     _entries: list[_LogEntry] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open(self, method: str, path: str, query: dict[str, str], key_id: str | None) -> _LogEntry:
+    def open(self, method: str, path: str, query: dict[str, str], key_id: str | None, body: bytes = b"") -> _LogEntry:
         # Logged on arrival, so a request still hanging is already visible.
-        entry = _LogEntry(method, path, query, key_id)
+        entry = _LogEntry(method, path, query, key_id, body=body.decode("utf-8", "replace"))
         with self._lock:
             self._entries.append(entry)
         return entry
 
     def snapshot(self) -> list[RequestRecord]:
         with self._lock:
-            return [RequestRecord(e.method, e.path, dict(e.query), e.status, e.key_id) for e in self._entries]
+            return [RequestRecord(e.method, e.path, dict(e.query), e.status, e.key_id, e.body) for e in self._entries]
 
     def clear(self) -> None:
         with self._lock:
@@ -95,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == API_PREFIX or url.path.startswith(API_PREFIX + "/"):
             query = dict(parse_qsl(url.query, keep_blank_values=True))
             key_id = self.headers.get(KEY_HEADER)
-            entry = sim._log.open(self.command, url.path, query, key_id)
+            entry = sim._log.open(self.command, url.path, query, key_id, raw_body)
             reply = self._answer_api(sim, url.path, query, raw_body, key_id)
             if reply is None:
                 self.close_connection = True
@@ -104,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
             # sim.requests right after its response sees it.
             entry.status = reply[0]
             self._send(*reply)
+        elif url.path == WS_PATH:
+            sim.websockets.serve(self, sim.keys, sim.timestamp_window)
+            self.close_connection = True
         elif url.path.startswith(CONTROL_PREFIX):
             self._send_json(*self._answer(lambda: control.dispatch(sim, self.command, url.path, raw_body)))
         else:
@@ -218,6 +231,8 @@ class SimulatorServer:
         quiet: bool = True,
     ) -> None:
         self.exchange = Exchange(max_subaccount=max_subaccount, clock=clock)
+        self.websockets = WebSocketHub()
+        self.exchange.listener = self.websockets.publish
         self.keys = KeyRing()
         self.faults = FaultBook()
         self.limiter = RateLimiter(tier) if tier else None
@@ -240,6 +255,10 @@ class SimulatorServer:
     def base_url(self) -> str:
         return self.root_url + API_PREFIX
 
+    @property
+    def ws_url(self) -> str:
+        return self.root_url.replace("http://", "ws://", 1) + WS_PATH
+
     def serve_in_thread(self) -> "SimulatorServer":
         # A short poll interval keeps stop() quick; tests start and stop many simulators.
         self._thread = threading.Thread(
@@ -256,6 +275,8 @@ class SimulatorServer:
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
+        # Handler threads are daemons, but a client blocked on an open stream would wait forever.
+        self.websockets.close()
         self._httpd.server_close()
 
     def __enter__(self) -> "SimulatorServer":
@@ -311,6 +332,33 @@ class SimulatorServer:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    # WebSocket controls.
+
+    @property
+    def websockets_enabled(self) -> bool:
+        return self.websockets.enabled
+
+    @websockets_enabled.setter
+    def websockets_enabled(self, enabled: bool) -> None:
+        """False refuses new handshakes with 503; open connections stay (drop them too for an outage)."""
+        self.websockets.enabled = enabled
+
+    @property
+    def websocket_count(self) -> int:
+        return self.websockets.count
+
+    def drop_websockets(self) -> int:
+        """Cut every open WebSocket without a close frame; returns how many there were."""
+        return self.websockets.drop()
+
+    def skip_websocket_seq(self) -> None:
+        """Make every subscription's next update skip one seq, as if a frame had been lost."""
+        self.websockets.skip_seq()
+
+    def send_websocket_garbage(self) -> None:
+        """Send a text frame that is not JSON to every open WebSocket."""
+        self.websockets.send_garbage()
+
     @property
     def requests(self) -> list[RequestRecord]:
         return self._log.snapshot()
@@ -323,8 +371,11 @@ class SimulatorServer:
         return self._rate_limited
 
     def reset(self) -> None:
-        """Forget groups, orders, faults, the request log, the clock offset and rate-limit state; keep keys."""
+        """Forget groups, orders, faults, the request log, the clock offset and rate-limit state, drop every
+        WebSocket and accept new ones again; keep keys."""
         self.exchange.clear()
+        self.websockets.drop()
+        self.websockets.enabled = True
         self.faults.clear()
         self._log.clear()
         if self.limiter is not None:

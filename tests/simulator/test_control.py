@@ -90,6 +90,7 @@ def test_the_request_log_and_state_are_readable_and_resettable(control, client: 
             "query": {},
             "status": 201,
             "key_id": client.key_id,
+            "body": '{"contracts_limit": 7, "subaccount": 1}',
         }
     ]
     state = control("GET", "/state").json()
