@@ -148,8 +148,12 @@ else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "ogpanel.sqlite3"}}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # IMMEDIATE takes the write lock at BEGIN, so concurrent audit appends queue instead of
-    # failing with "database is locked" half-way through a transaction.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    # failing with "database is locked" half-way through a transaction. WAL: a commit is one
+    # append and fsync of the log rather than a rollback journal's several (every operation
+    # commits three times: attempt, result, session), and readers never wait for a writer.
+    # synchronous stays FULL: a committed attempt must survive a power cut.
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20,
+                                       "init_command": "PRAGMA journal_mode=WAL"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -262,3 +266,35 @@ OGPANEL_BASE_URLS = {
 }
 # How many reverse proxies in front of the panel append to X-Forwarded-For (0 = none: use the peer).
 OGPANEL_TRUSTED_PROXIES = env_int("OGPANEL_TRUSTED_PROXIES", 0, minimum=0, maximum=5)
+
+# --- trip watch (manage.py watch_order_groups) ----------------------------------------------------
+# How often the watcher reads every subaccount, in seconds; the WebSocket stream makes it read sooner.
+OGPANEL_WATCH_SECONDS = env_float("OGPANEL_WATCH_SECONDS", 5.0, minimum=0.5)
+# Follow the exchange's order_group_updates WebSocket channel (polling continues either way).
+OGPANEL_WATCH_WEBSOCKET = env_bool("OGPANEL_WATCH_WEBSOCKET", True)
+# Trip alerts: a webhook (JSON POST; "slack" sends {"text": ...}) and email to these addresses.
+OGPANEL_ALERT_WEBHOOK_URL = env_str("OGPANEL_ALERT_WEBHOOK_URL")
+OGPANEL_ALERT_WEBHOOK_FORMAT = env_str("OGPANEL_ALERT_WEBHOOK_FORMAT", "json")
+if OGPANEL_ALERT_WEBHOOK_FORMAT not in ("json", "slack"):
+    raise ImproperlyConfigured(
+        f"OGPANEL_ALERT_WEBHOOK_FORMAT must be json or slack, got {OGPANEL_ALERT_WEBHOOK_FORMAT!r}")
+OGPANEL_ALERT_EMAILS = env_list("OGPANEL_ALERT_EMAILS")
+# The panel's address as people reach it (https://panel.example.com), for links in alerts.
+OGPANEL_PUBLIC_URL = env_str("OGPANEL_PUBLIC_URL")
+# The dashboard's banner shows trips observed this many minutes back.
+OGPANEL_TRIP_BANNER_MINUTES = env_int("OGPANEL_TRIP_BANNER_MINUTES", 60, minimum=1)
+# Outgoing mail (trip alerts) through Django's default mailer, over SMTP.
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": env_str("EMAIL_HOST", "localhost"),
+            "port": env_int("EMAIL_PORT", 25, minimum=1, maximum=65535),
+            "username": env_str("EMAIL_HOST_USER"),
+            "password": env_str("EMAIL_HOST_PASSWORD"),
+            "use_tls": env_bool("EMAIL_USE_TLS", False),
+            "timeout": 10,
+        },
+    }
+}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")

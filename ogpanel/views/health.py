@@ -1,4 +1,8 @@
-"""/healthz for load balancers and container probes: is the process up and its database reachable?"""
+"""/healthz for load balancers and container probes: is the process up and its database reachable?
+
+Once a watcher has run, it also reports the trip watch (watch_health): whether the watcher
+polls, and per subaccount whether its last read worked and when one last did.
+"""
 
 import logging
 
@@ -6,6 +10,8 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+
+from ogpanel.watch_health import watch_health
 
 logger = logging.getLogger(__name__)
 
@@ -21,4 +27,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
         # The exception text can name hosts and users; the probe only needs to know it failed.
         logger.error("health check: database unavailable (%s)", type(exc).__name__)
         return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+    answer = {"status": "ok", "database": "ok"}
+    try:
+        watch = watch_health()
+    except DatabaseError as exc:
+        logger.error("health check: trip watch state unreadable (%s)", type(exc).__name__)
+        answer["watcher"] = {"status": "unknown"}
+    else:
+        if watch.last_poll_at is not None:  # a deployment that never ran a watcher has nothing to report
+            answer["watcher"] = watch.as_json()
+    # The watcher is a separate process: its trouble shows here but never fails the panel's own probe.
+    return JsonResponse(answer)

@@ -1,4 +1,4 @@
-"""`manage.py demo`: the panel, the local exchange simulator and demo data in one process.
+"""`manage.py demo`: the panel, the local exchange simulator, the trip watch and demo data in one process.
 
 Each run starts a fresh simulator (its state lives in memory), so it also makes fresh API keys,
 re-registers them, replaces the demo credentials and prints new passwords for the demo users.
@@ -6,6 +6,7 @@ Audit history from earlier runs is kept: it is append-only.
 """
 
 import secrets
+import threading
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +20,7 @@ from ogpanel import services
 from ogpanel.audit import Actor
 from ogpanel.models import AccessScope, Credential, Subaccount
 from ogpanel.simulator import start
+from ogpanel.watcher import Watcher, forget_observations
 
 # (label, subaccounts it serves)
 DEMO_CREDENTIALS = [("demo-primary", [0, 1, 2]), ("demo-desks", [3, 4, 5])]
@@ -51,10 +53,18 @@ class Command(BaseCommand):
         if no_serve:
             simulator.stop()
             return
+        # The trip watch runs in this process too, so a group tripped through /_sim/ shows on the dashboard.
+        # A fresh simulator is a new exchange: what the watcher knew of the last one would read as changes.
+        forget_observations()
+        stop_watching = threading.Event()
+        watching = threading.Thread(target=Watcher().run, args=(stop_watching,), name="ogpanel-watcher", daemon=True)
+        watching.start()
         self.stdout.write(self.style.SUCCESS(f"Panel: http://127.0.0.1:{port}/  (Ctrl-C stops panel and simulator)"))
         try:
             call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
         finally:
+            stop_watching.set()
+            watching.join(timeout=10)
             simulator.stop()
 
 
