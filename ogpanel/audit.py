@@ -9,17 +9,23 @@ SQLite's IMMEDIATE transactions) so the chain stays linear under concurrent requ
 
 import hashlib
 import json
+import multiprocessing
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from json.encoder import encode_basestring
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
+from django.db.models import Max, Min, TextField
+from django.db.models.functions import Cast
 from django.http import HttpRequest
 
 from ogpanel.kalshi import KalshiError
-from ogpanel.models import AuditEvent
+from ogpanel.models import AuditEvent, OpenAttempt
 from ogpanel.permissions import Action, role_of
 
 GENESIS = "0" * 64
@@ -73,11 +79,32 @@ def timestamp(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+# The hashed form is json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=str) of the chained fields. It is written out field by field below, byte for byte the
+# same (tests/test_audit_speed.py holds it to that), because verify_audit builds it a million times.
+_SORTED_FIELDS = tuple(sorted(CHAINED_FIELDS))
+_AT, _SEQ, _PREV = (_SORTED_FIELDS.index(name) for name in ("at", "seq", "prev_hash"))
+_TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in _SORTED_FIELDS) + "}"
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _json(value) -> str:
+    """One value as that json.dumps writes it; plain strings, None and ints without its machinery."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
+
+
 def canonical(values: dict) -> bytes:
-    content = {name: values[name] for name in CHAINED_FIELDS}
-    if isinstance(content["at"], datetime):
-        content["at"] = timestamp(content["at"])
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    ordered = [values[name] for name in _SORTED_FIELDS]
+    if isinstance(ordered[_AT], datetime):
+        ordered[_AT] = timestamp(ordered[_AT])
+    return (_TEMPLATE % tuple(map(_json, ordered))).encode()
 
 
 def compute_hash(values: dict) -> str:
@@ -117,8 +144,35 @@ def _fit(values: dict) -> dict:
     return fitted
 
 
-def append(actor: Actor, *, action: str, outcome: str, **fields) -> AuditEvent:
-    """Append one event to the chain and commit it before returning."""
+def append(actor: Actor, *, action: str, outcome: str, within: Callable[[AuditEvent], None] | None = None,
+           **fields) -> AuditEvent:
+    """Append one event to the chain and commit it before returning.
+
+    `within(event)` runs inside the append's transaction: rows that must exist exactly when the
+    event does (the watcher's state, a trip alert) commit with it, and an exception it raises
+    rolls the event back too.
+    """
+    values = _values(actor, action, outcome, fields)
+    # durable: the event must be committed now, not when some outer transaction decides.
+    with transaction.atomic(durable=True):
+        event = _link([values])[0]
+        if within is not None:
+            within(event)
+        return event
+
+
+def append_many(actor: Actor, *, action: str, outcome: str, fields: list[dict]) -> list[AuditEvent]:
+    """Append one event per entry of `fields`, in order, in one transaction, and commit them.
+
+    One lock and one commit however many there are: the kill switch records hundreds of
+    attempts at once, and committing them one by one would hold up its first exchange call.
+    """
+    values = [_values(actor, action, outcome, one) for one in fields]
+    with transaction.atomic(durable=True):
+        return _link(values)
+
+
+def _values(actor: Actor, action: str, outcome: str, fields: dict) -> dict:
     values = {
         "at": _now(), "actor_id": actor.user_id, "actor_username": actor.username, "actor_role": actor.role,
         "request_id": actor.request_id, "client_ip": actor.client_ip, "user_agent": actor.user_agent,
@@ -132,16 +186,38 @@ def append(actor: Actor, *, action: str, outcome: str, **fields) -> AuditEvent:
     values.update(fields)
     # Store exactly what a later read gives back, so the hash recomputes from the row.
     values["params"] = json.loads(json.dumps(values["params"], default=str))
-    values = _fit(values)
-    # durable: the event must be committed now, not when some outer transaction decides.
-    with transaction.atomic(durable=True):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-        values["seq"], values["prev_hash"] = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        values["hash"] = compute_hash(values)
-        return AuditEvent.objects.create(**values)
+    return _fit(values)
+
+
+def _link(values: list[dict]) -> list[AuditEvent]:
+    """Chain events onto the last one and insert them; runs inside the caller's durable transaction."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+    seq, prev_hash = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first() or (0, GENESIS)
+    events = []
+    for value in values:
+        seq += 1
+        value["seq"], value["prev_hash"] = seq, prev_hash
+        value["hash"] = prev_hash = compute_hash(value)
+        events.append(AuditEvent(**value))
+    events = AuditEvent.objects.bulk_create(events)
+    _track_open_attempts(events)
+    return events
+
+
+def _track_open_attempts(events: list[AuditEvent]) -> None:
+    """Keep OpenAttempt (the attempts no result answers yet) in step with the events just appended.
+
+    In the append's transaction, so the two never disagree; the table is derived from the chain
+    and not part of it (verify() ignores it).
+    """
+    opened = [OpenAttempt(seq=event.seq) for event in events if event.outcome == AuditEvent.Outcome.ATTEMPTED]
+    if opened:
+        OpenAttempt.objects.bulk_create(opened)
+    answered = [event.attempt_seq for event in events if event.attempt_seq is not None]
+    if answered:
+        OpenAttempt.objects.filter(seq__in=answered).delete()
 
 
 def record(request: HttpRequest, action: str, outcome: str, **fields) -> AuditEvent:
@@ -176,32 +252,50 @@ def record_denial(request: HttpRequest, action: Action | str, detail: dict, *,
     return record(request, str(action), AuditEvent.Outcome.DENIED, error=error, **fields)
 
 
+def _error_code(exc: KalshiError) -> str:
+    """The exchange's code, else the kind of failure (timeout, unreachable, malformed_response, rate_limited):
+    a call that got no error body still gets a code a reviewer can filter on."""
+    return (exc.code or re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower())[:100]
+
+
+def _with_credential(credential=None, **fields) -> dict:
+    """The credential's environment and key id, unless the fields name their own."""
+    if credential is None:
+        return fields
+    return {"environment": credential.environment, "api_key_id": credential.key_id, **fields}
+
+
 class Pending:
     """An attempt that has been recorded and awaits its result.
 
     `attempt()` wraps this for the common case; a fan-out (the kill switch) records its
-    attempts first, calls the exchange from worker threads, then records the results from
-    the request's own thread, so worker threads never touch the database.
+    attempts first (`Pending.many`, one commit), calls the exchange from worker threads, and
+    records each result from the request's own thread, so worker threads never touch the database.
     """
 
-    def __init__(self, actor: Actor, action: str, *, credential=None, **fields):
-        if credential is not None:
-            fields.setdefault("environment", credential.environment)
-            fields.setdefault("api_key_id", credential.key_id)
+    def __init__(self, actor: Actor, action: str, *, credential=None, recorded: AuditEvent | None = None, **fields):
+        fields = _with_credential(credential, **fields)
         self.actor, self.action, self.fields = actor, action, fields
-        self.event = append(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, **fields)
+        self.event = recorded if recorded is not None else append(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, **fields)
         self.began = time.monotonic()
         self.result: AuditEvent | None = None
         self.result_params: dict = {}
+
+    @classmethod
+    def many(cls, actor: Actor, action: str, attempts: list[dict]) -> list["Pending"]:
+        """Record several attempts (each a dict of fields, credential= allowed) in one commit."""
+        fields = [_with_credential(**attempt) for attempt in attempts]
+        events = append_many(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, fields=fields)
+        return [cls(actor, action, recorded=event, **one) for event, one in zip(events, fields)]
 
     def succeeded(self, *, latency: float | None = None, **params) -> AuditEvent:
         return self._finish(AuditEvent.Outcome.SUCCEEDED, latency, params)
 
     def failed(self, exc: BaseException, *, latency: float | None = None, **params) -> AuditEvent:
         if isinstance(exc, KalshiError):
-            result = {"upstream_status": exc.status, "error_code": (exc.code or "")[:100], "error": exc.operator_message}
+            result = {"upstream_status": exc.status, "error_code": _error_code(exc), "error": exc.operator_message}
         else:
-            result = {"error": f"internal error: {type(exc).__name__}"}
+            result = {"error_code": "internal_error", "error": f"internal error: {type(exc).__name__}"}
         return self._finish(AuditEvent.Outcome.FAILED, latency, params, **result)
 
     def _finish(self, outcome: str, latency: float | None, params: dict, **result) -> AuditEvent:
@@ -244,18 +338,112 @@ class Verification:
     head: str = ""  # the last event's hash, when ok: recorded elsewhere, it shows a cut or rewritten end
 
 
-def verify(chunk_size: int = 5000) -> Verification:
-    """Recompute the chain from the first event. Catches edits, deletions, insertions and reorders."""
-    expected_prev, expected_seq, count = GENESIS, 1, 0
-    rows = AuditEvent.objects.order_by("seq").values(*CHAINED_FIELDS, "hash").iterator(chunk_size=chunk_size)
-    for row in rows:
-        count += 1
-        if row["seq"] != expected_seq:
-            return Verification(False, count, expected_seq if row["seq"] > expected_seq else row["seq"],
-                                f"sequence jumps from {expected_seq - 1} to {row['seq']}")
-        if row["prev_hash"] != expected_prev:
-            return Verification(False, count, row["seq"], "previous-hash link broken")
-        if compute_hash(row) != row["hash"]:
-            return Verification(False, count, row["seq"], "content does not match its hash")
-        expected_prev, expected_seq = row["hash"], expected_seq + 1
+def verify(chunk_size: int = 20000, workers: int = 1) -> Verification:
+    """Recompute the chain from the first event. Catches edits, deletions, insertions and reorders.
+
+    Events are read as plain values in keyset-paged chunks (seq > the last one read) and hashed a
+    column at a time. With `workers` > 1 (PostgreSQL only) the seq range is split between that many
+    processes, each checking its part; the parts are then joined in order, as if read in one pass.
+    """
+    parts = [(None, None)]
+    if workers > 1 and connection.vendor == "postgresql":
+        low, high = AuditEvent.objects.aggregate(low=Min("seq"), high=Max("seq")).values()
+        if high is not None and high - low >= workers * chunk_size:
+            cuts = [low + (high - low) * n // workers for n in range(1, workers)]
+            parts = list(zip([None, *cuts], [*cuts, None]))
+    if len(parts) == 1:
+        return _join([_check_part(None, None, chunk_size)])
+    connections.close_all()  # each process opens its own connection; none may share this one
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("fork")) as pool:
+        return _join(list(pool.map(_check_part, *zip(*parts), [chunk_size] * len(parts))))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What checking the events of one seq range found, for joining with the ranges around it."""
+
+    count: int = 0
+    first: tuple[int, str] = (0, "")  # seq and prev_hash of its first event: the link to the range before
+    last: tuple[int, str] = (0, "")  # seq and hash of its last event
+    problem: tuple[int, int, str] | None = None  # events checked up to the first bad one, its seq, what is wrong
+
+
+def _link_problem(seq: int, prev_hash: str, expected_seq: int, expected_prev: str) -> tuple[int, str] | None:
+    if seq != expected_seq:
+        return (expected_seq if seq > expected_seq else seq), f"sequence jumps from {expected_seq - 1} to {seq}"
+    if prev_hash != expected_prev:
+        return seq, "previous-hash link broken"
+    return None
+
+
+def _join(parts: list[_Part]) -> Verification:
+    expected_seq, expected_prev, count = 1, GENESIS, 0
+    for part in parts:
+        if not part.count:
+            continue
+        problem = _link_problem(*part.first, expected_seq, expected_prev)
+        if problem:
+            return Verification(False, count + 1, *problem)
+        if part.problem:
+            checked, bad_seq, what = part.problem
+            return Verification(False, count + checked, bad_seq, what)
+        count += part.count
+        expected_seq, expected_prev = part.last[0] + 1, part.last[1]
     return Verification(True, count, head=expected_prev if count else "")
+
+
+def _check_part(low: int | None, high: int | None, chunk_size: int) -> _Part:
+    """Check the events with low < seq <= high (None: no bound): each one's hash, and each one's link
+    to the one before it within the range. Plain values, keyset-paged, never model instances."""
+    events = AuditEvent.objects.order_by("seq").annotate(params_text=Cast("params", TextField()))
+    if high is not None:
+        events = events.filter(seq__lte=high)
+    columns = ["params_text" if name == "params" else name for name in _SORTED_FIELDS]
+    count, first, last = 0, None, None
+    while True:
+        after = low if last is None else last[0]
+        page = events if after is None else events.filter(seq__gt=after)
+        rows = list(page.values_list(*columns, "hash")[:chunk_size])
+        if not rows:
+            return _Part(count, first or (0, ""), last or (0, ""))
+        computed = _hashes(rows)
+        seqs, prevs, stored = ([row[i] for row in rows] for i in (_SEQ, _PREV, -1))
+        intact = (computed == stored and prevs[1:] == stored[:-1]
+                  and seqs == list(range(seqs[0], seqs[0] + len(rows)))
+                  and (last is None or _link_problem(seqs[0], prevs[0], last[0] + 1, last[1]) is None))
+        if not intact:  # find the first bad event, checking as one pass would (the loop returns)
+            for n, (seq, prev_hash, ours, theirs) in enumerate(zip(seqs, prevs, computed, stored), start=count + 1):
+                problem = _link_problem(seq, prev_hash, last[0] + 1, last[1]) if last else None
+                if problem:
+                    return _Part(n, first or (seq, prev_hash), last, (n, *problem))
+                if ours != theirs:
+                    return _Part(n, first or (seq, prev_hash), last, (n, seq, "content does not match its hash"))
+                first, last = first or (seq, prev_hash), (seq, theirs)
+        first = first or (seqs[0], prevs[0])
+        count, last = count + len(rows), (seqs[-1], stored[-1])
+
+
+def _hashes(rows: list[tuple]) -> list[str]:
+    """Each row's hash (columns in _SORTED_FIELDS order, params as text, then the stored hash).
+
+    Built a column at a time: a loop in C over a column of plain strings or ints costs far less
+    than a Python call per value, and a chunk's params texts repeat ({} above all).
+    """
+    columns = list(zip(*rows))
+    parts = []
+    for name, values in zip(_SORTED_FIELDS, columns):
+        if name == "params":
+            known: dict[str, str] = {}
+            parts.append([known[text] if text in known else known.setdefault(text, _json(json.loads(text)))
+                          for text in values])
+            continue
+        if name == "at":
+            values = [timestamp(at) if isinstance(at, datetime) else at for at in values]
+        kinds = set(map(type, values))
+        if kinds == {str}:
+            parts.append(list(map(encode_basestring, values)))
+        elif kinds <= {int, type(None)}:
+            parts.append(_ENCODER.encode(list(values))[1:-1].split(","))
+        else:
+            parts.append(list(map(_json, values)))
+    return [hashlib.sha256((_TEMPLATE % row).encode()).hexdigest() for row in zip(*parts)]

@@ -41,7 +41,10 @@ def limiter() -> RateLimiter:
 
 
 def _version(credential: Credential) -> str:
-    material = "\n".join([credential.private_key_encrypted, credential.key_id, credential.base_url])
+    # The settings a client is built with are part of its version, so overriding them (tests do) takes effect.
+    material = "\n".join([credential.private_key_encrypted, credential.key_id, credential.base_url,
+                          repr((settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT,
+                                settings.OGPANEL_MAX_SUBACCOUNT))])
     return hashlib.sha256(material.encode()).hexdigest()
 
 

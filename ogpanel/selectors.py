@@ -4,8 +4,13 @@ The dashboard lists every subaccount concurrently. A subaccount's listing is sha
 viewers (and panel processes) through Django's cache for OGPANEL_LIST_CACHE_SECONDS, with a
 short lock so that a crowd arriving at once causes one upstream read, not one each. Worker
 threads only talk HTTP and the cache; database reads happen before the fan-out.
+
+The dashboard may show a listing up to STALE_FOR more lifetimes old while it is read again in
+the background: its polls then never wait for the exchange or the rate limiter (the first read
+of a subaccount, and the read after a change, still wait). Every other caller waits for a fresh one.
 """
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +25,11 @@ from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupDetail
 from ogpanel.models import Subaccount
 
 FAN_OUT_WORKERS = 34  # one per subaccount (0..32) plus room, so no listing waits for another
+STALE_FOR = 2  # lifetimes (OGPANEL_LIST_CACHE_SECONDS) a listing is kept past fresh, for stale_ok readers
+
+logger = logging.getLogger(__name__)
+# Long-lived threads for background re-reads: each keeps its cache connection from one read to the next.
+_refresher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ogpanel-listing")
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,20 @@ def _fetch(subaccount: Subaccount) -> Listing:
                    latency_ms=round((time.monotonic() - began) * 1000))
 
 
+def _is_fresh(listing: Listing | None) -> bool:
+    if listing is None:
+        return False
+    age = datetime.now(timezone.utc) - listing.fetched_at
+    return age.total_seconds() < settings.OGPANEL_LIST_CACHE_SECONDS
+
+
 def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
     key = _cache_key(subaccount)
     # With sharing switched off there is nothing to wait for: a waiter would poll for a listing
     # that is never stored and sit out the whole lock wait.
     if not fresh and settings.OGPANEL_LIST_CACHE_SECONDS > 0:
         listing = cache.get(key)
-        if listing is not None:
+        if _is_fresh(listing):
             return listing
         # Someone else is fetching this subaccount right now: wait for their answer briefly.
         lock_wait = settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT
@@ -91,7 +108,7 @@ def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
             while time.monotonic() < deadline:
                 time.sleep(0.02)
                 listing = cache.get(key)
-                if listing is not None:
+                if _is_fresh(listing):
                     return listing
         try:
             return _fetch_and_share(subaccount, key)
@@ -103,16 +120,56 @@ def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
 def _fetch_and_share(subaccount: Subaccount, key: str) -> Listing:
     listing = _fetch(subaccount)
     if settings.OGPANEL_LIST_CACHE_SECONDS > 0:
-        cache.set(key, listing, timeout=settings.OGPANEL_LIST_CACHE_SECONDS)
+        cache.set(key, listing, timeout=settings.OGPANEL_LIST_CACHE_SECONDS * (1 + STALE_FOR))
     return listing
 
 
-def listings(subaccounts: list[Subaccount], *, fresh: bool = False) -> list[Listing]:
-    """Every subaccount's order groups, fetched concurrently; one failure never hides the others."""
+def _refresh_later(subaccount: Subaccount) -> None:
+    """Read the subaccount again in the background, unless some process already is."""
+    key = _cache_key(subaccount)
+    if cache.add(key + ":lock", 1, timeout=settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT):
+        _refresher.submit(_refresh, subaccount, key)
+
+
+def _refresh(subaccount: Subaccount, key: str) -> None:
+    try:
+        _fetch_and_share(subaccount, key)
+    except Exception:  # nobody waits on this thread to hear about it
+        logger.exception("re-reading subaccount %s in the background failed", subaccount.number)
+    finally:
+        cache.delete(key + ":lock")
+
+
+def listing(subaccount: Subaccount, *, fresh: bool = False) -> Listing:
+    """One subaccount's order groups, for a caller running its own fan-out (the kill switch)."""
+    return _shared_listing(subaccount, fresh)
+
+
+def listings(subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bool = False) -> list[Listing]:
+    """Every subaccount's order groups, fetched concurrently; one failure never hides the others.
+
+    `stale_ok`: a listing past its lifetime (but within STALE_FOR more) is returned as it is and
+    read again in the background.
+    """
     if not subaccounts:
         return []
-    with ThreadPoolExecutor(max_workers=min(FAN_OUT_WORKERS, len(subaccounts))) as pool:
-        return list(pool.map(lambda sub: _shared_listing(sub, fresh), subaccounts))
+    # Usually every listing is already shared: one cache round trip, no threads. A thread of its
+    # own opens its own cache connection, which under load costs more than the read it serves.
+    shared = {}
+    if not fresh and settings.OGPANEL_LIST_CACHE_SECONDS > 0:
+        found = cache.get_many([_cache_key(sub) for sub in subaccounts])
+        for sub in subaccounts:
+            cached = found.get(_cache_key(sub))
+            if _is_fresh(cached):
+                shared[_cache_key(sub)] = cached
+            elif cached is not None and stale_ok:
+                shared[_cache_key(sub)] = cached
+                _refresh_later(sub)
+    missing = [sub for sub in subaccounts if _cache_key(sub) not in shared]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(FAN_OUT_WORKERS, len(missing))) as pool:
+            shared.update(zip(map(_cache_key, missing), pool.map(lambda sub: _shared_listing(sub, fresh), missing)))
+    return [shared[_cache_key(sub)] for sub in subaccounts]
 
 
 def order_group_detail(subaccount: Subaccount, order_group_id: str) -> OrderGroupDetail:

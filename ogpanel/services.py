@@ -6,7 +6,7 @@ failure is in the audit log.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -116,6 +116,20 @@ def _timed(call, *args, **kwargs) -> tuple[BaseException | None, float]:
     return None, time.monotonic() - began
 
 
+def _to_change(sub: Subaccount, listing: selectors.Listing, triggering: bool, rows: list[SweepRow]) -> list[str]:
+    """The ids of the listed groups not yet in the wanted state; the others (or the failed listing) go to `rows`."""
+    if not listing.ok:
+        rows.append(SweepRow(sub.number, "", "failed", f"Could not list order groups: {listing.error}"))
+        return []
+    todo = []
+    for group in listing.groups:
+        if group.triggered == triggering:
+            rows.append(SweepRow(sub.number, group.id, "already triggered" if triggering else "not triggered"))
+        else:
+            todo.append(group.id)
+    return todo
+
+
 def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: str) -> SweepReport:
     """Trigger (or reset) every group on the given subaccounts, concurrently within the rate budget.
 
@@ -128,38 +142,53 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
     names = [sub.number for sub in subaccounts]
     with audit.attempt(actor, action, reason=reason, params={"subaccounts": names}) as sweep:
         rows: list[SweepRow] = []
-        todo: list[tuple[Subaccount, str]] = []
-        for listing, sub in zip(selectors.listings(subaccounts, fresh=True), subaccounts):
-            if not listing.ok:
-                rows.append(SweepRow(sub.number, "", "failed", f"Could not list order groups: {listing.error}"))
-                continue
-            for group in listing.groups:
-                if group.triggered == triggering:
-                    rows.append(SweepRow(sub.number, group.id, "already triggered" if triggering else "not triggered"))
-                else:
-                    todo.append((sub, group.id))
-        # Attempts are committed before any call; worker threads only talk to the exchange.
-        pendings = [
-            audit.Pending(actor, per_group, reason=reason, params={"kill_switch": sweep.event.seq},
-                          **_group_fields(sub, group_id))
-            for sub, group_id in todo
-        ]
 
-        def call(item: tuple[Subaccount, str]) -> tuple[BaseException | None, float]:
-            sub, group_id = item
+        calls: dict[Future, tuple[Subaccount, str, audit.Pending]] = {}
+
+        def call(sub: Subaccount, group_id: str) -> tuple[BaseException | None, float]:
             client = exchange.client_for(sub.credential)
             method = client.trigger_order_group if triggering else client.reset_order_group
             return _timed(method, group_id, subaccount=sub.number)
 
-        with ThreadPoolExecutor(max_workers=KILL_SWITCH_WORKERS) as pool:
-            outcomes = list(pool.map(call, todo))
-        for (sub, group_id), pending, (error, latency) in zip(todo, pendings, outcomes):
+        def send(sub: Subaccount, listing: selectors.Listing) -> set[Future]:
+            todo = _to_change(sub, listing, triggering, rows)
+            if not todo:
+                return set()
+            # Committed, in one transaction, before any of these calls goes out.
+            pendings = audit.Pending.many(actor, per_group, [
+                {"reason": reason, "params": {"kill_switch": sweep.event.seq}, **_group_fields(sub, group_id)}
+                for group_id in todo
+            ])
+            sent = set()
+            for group_id, pending in zip(todo, pendings):
+                future = writers.submit(call, sub, group_id)
+                calls[future] = (sub, group_id, pending)
+                sent.add(future)
+            return sent
+
+        def record(sub: Subaccount, group_id: str, pending: audit.Pending, error: BaseException | None,
+                   latency: float) -> None:
             if error is None:
                 pending.succeeded(latency=latency)
                 rows.append(SweepRow(sub.number, group_id, "triggered" if triggering else "reset"))
             else:
                 pending.failed(error, latency=latency)
                 rows.append(SweepRow(sub.number, group_id, "failed", getattr(error, "operator_message", str(error))))
+
+        # A subaccount's groups go out as soon as its listing is in: writes draw on their own budget
+        # and need not wait for the slowest listing. Each result is recorded as its call returns.
+        # Only this thread touches the database; worker threads talk to the exchange.
+        with ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS) as readers, \
+                ThreadPoolExecutor(max_workers=KILL_SWITCH_WORKERS) as writers:
+            reads = {readers.submit(selectors.listing, sub, fresh=True): sub for sub in subaccounts}
+            waiting = set(reads)
+            while waiting:
+                finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future in reads:
+                        waiting |= send(reads[future], future.result())
+                    else:
+                        record(*calls[future], *future.result())
         for sub in subaccounts:
             selectors.forget_listing(sub)
         rows.sort(key=lambda row: (not row.failed, row.subaccount, row.order_group_id))

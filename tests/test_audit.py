@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
+from importlib import import_module
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,7 +18,7 @@ from django.test import RequestFactory
 
 from ogpanel import audit, permissions, services
 from ogpanel.kalshi import NotFound
-from ogpanel.models import AuditEvent
+from ogpanel.models import AuditEvent, OpenAttempt
 from ogpanel.permissions import Action
 
 ACTOR = audit.Actor.system("test")
@@ -66,7 +67,7 @@ ENDINGS = {
     "success": ("succeeded", None, ""),
     "4xx": ("failed", 400, "invalid_parameters"),
     "5xx": ("failed", 500, "internal_server_error"),
-    "timeout": ("failed", None, ""),
+    "timeout": ("failed", None, "timeout"),  # no answer to quote: the kind of failure is the code
     "missing group": ("failed", 404, "not_found"),
 }
 CASES = [(operation, ending) for operation in OPERATIONS for ending in ENDINGS
@@ -142,6 +143,24 @@ def test_the_kill_switch_records_the_sweep_and_each_group_within_it(sim, subacco
     assert audit.verify().ok
 
 
+def test_attempts_recorded_together_are_chained_in_order_between_single_events(credential):
+    audit.append(ACTOR, action="login", outcome="succeeded")
+    pendings = audit.Pending.many(ACTOR, "trigger", [
+        {"credential": credential, "subaccount": n, "order_group_id": f"og_{n}", "reason": "drill"} for n in range(3)
+    ])
+    pendings[1].failed(NotFound("gone", status=404))
+    audit.append(ACTOR, action="logout", outcome="succeeded")
+
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert [(e.seq, e.action, e.outcome, e.order_group_id) for e in events] == [
+        (1, "login", "succeeded", ""), (2, "trigger", "attempted", "og_0"), (3, "trigger", "attempted", "og_1"),
+        (4, "trigger", "attempted", "og_2"), (5, "trigger", "failed", "og_1"), (6, "logout", "succeeded", ""),
+    ]
+    assert [p.event.pk for p in pendings] == [e.pk for e in events[1:4]]
+    assert events[1].api_key_id == credential.key_id and events[4].attempt_seq == 3
+    assert audit.verify().ok
+
+
 @pytest.fixture
 def other_pem() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -180,6 +199,33 @@ def test_a_process_stopped_mid_call_leaves_an_attempt_without_a_result(credentia
             raise KeyboardInterrupt  # what stopping a worker mid-request looks like from inside
     [(attempt, results)] = attempts_and_results("trigger")
     assert results == [] and attempt.order_group_id == "og_1"
+
+
+def test_open_attempts_follow_the_chain_and_the_migration_backfill_rebuilds_them_alike(credential):
+    def lone_attempts() -> set[int]:  # computed from the events themselves, as the review page once did
+        answered = set(AuditEvent.objects.exclude(attempt_seq=None).values_list("attempt_seq", flat=True))
+        attempts = AuditEvent.objects.filter(outcome=AuditEvent.Outcome.ATTEMPTED).values_list("seq", flat=True)
+        return set(attempts) - answered
+
+    def open_attempts() -> set[int]:
+        return set(OpenAttempt.objects.values_list("seq", flat=True))
+
+    audit.append(ACTOR, action="login", outcome="succeeded")
+    swept = audit.Pending.many(ACTOR, "trigger", [{"credential": credential, "subaccount": n} for n in range(4)])
+    swept[0].succeeded()
+    swept[2].failed(NotFound("gone", status=404))
+    with pytest.raises(KeyboardInterrupt), audit.attempt(ACTOR, "reset", credential=credential, subaccount=1) as crashed:
+        raise KeyboardInterrupt  # the process stops mid-call: this attempt stays open
+    with audit.attempt(ACTOR, "delete", credential=credential, subaccount=1):
+        pass
+    audit.append(ACTOR, action="logout", outcome="succeeded")
+
+    assert open_attempts() == lone_attempts() == {swept[1].event.seq, swept[3].event.seq, crashed.event.seq}
+    OpenAttempt.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute(import_module("ogpanel.migrations.0007_open_attempts").BACKFILL)
+    assert open_attempts() == lone_attempts()
+    assert audit.verify().ok  # the table is beside the chain, not in it
 
 
 @pytest.mark.django_db(transaction=True)

@@ -625,6 +625,24 @@ def test_the_limiter_keeps_a_burst_within_the_exchange_budget(basic_tier_sim, rs
     assert len(sim.requests) == 40
 
 
+def test_the_limiter_keeps_a_burst_of_reads_within_the_exchange_budget(basic_tier_sim, rsa_pem):
+    sim = basic_tier_sim
+    sim.reset()
+    with KalshiClient(sim.base_url, SIM_KEY_ID, rsa_pem, limiter=RateLimiter.for_tier("basic"), retries=0) as client:
+        with ThreadPoolExecutor(max_workers=33) as pool:
+            listed = list(pool.map(lambda n: client.list_order_groups(subaccount=n), range(33)))
+    assert listed == [[]] * 33
+    assert sim.rate_limited_count == 0
+
+
+def test_a_tier_limiter_admits_a_dashboards_33_reads_at_once_from_premier_up():
+    fake = FakeTime(1000.0)
+    for tier in ("premier", "paragon", "prime"):
+        limiter = RateLimiter.for_tier(tier)
+        limiter.clock, limiter.sleep = fake.clock, fake.sleep
+        assert [limiter.acquire("k", "read") for _ in range(33)] == [0] * 33
+
+
 def test_without_the_limiter_the_same_burst_draws_429s(basic_tier_sim, rsa_pem):
     sim = basic_tier_sim
     sim.reset()

@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from ogpanel.kalshi.errors import RateLimited
 
 REQUEST_COST = 10  # tokens per request, Kalshi's default cost (§6)
+TIER_WINDOW = 0.4  # seconds; see RateLimiter
 
 
 TIERS: dict[str, tuple[float, float]] = {  # tokens per second: (read, write), §6
@@ -72,6 +73,11 @@ class RateLimiter:
     With L ≤ 1 s (0.1 s by default; every tier's 10-token cost fits in it) we stay inside
     that, with ~1.8 s of slack for network jitter bunching requests up on arrival. The
     guarantee holds only while nothing outside these limiters spends the same key.
+
+    `for_tier` uses TIER_WINDOW (0.4 s) instead: a window is the largest burst admitted at
+    once, and the dashboard reads up to 33 subaccounts at once. 2L = 0.8 s also fits a read
+    bucket holding only 1 s of budget (the simulator's; the docs state 2 s for writes only),
+    with 0.2 s left for jitter.
     """
 
     def __init__(self, read_per_second: float, write_per_second: float, *, store: CounterStore | None = None,
@@ -92,7 +98,7 @@ class RateLimiter:
             read, write = TIERS[tier.lower()]
         except KeyError:
             raise ValueError(f"Unknown rate-limit tier {tier!r}; expected one of {', '.join(TIERS)}.") from None
-        return cls(read, write, **kwargs)
+        return cls(read, write, **{"window": TIER_WINDOW, **kwargs})
 
     def acquire(self, key_id: str, kind: Literal["read", "write"], cost: int = REQUEST_COST) -> float:
         """Block until `cost` tokens may be spent; return the seconds waited.

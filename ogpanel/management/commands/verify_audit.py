@@ -2,11 +2,15 @@
 
 Exit 0 and "OK: N events" when every event matches its hash and links to the one before;
 exit 1 naming the first bad sequence number otherwise (an edited, deleted, inserted or
-reordered event). The head line (last seq and hash) is worth keeping somewhere else, from cron
-say: the chain cannot show events cut from its end, or a chain rewritten whole by someone who
-can write to the database, but a head recorded earlier that is no longer in the chain does.
+reordered event). On PostgreSQL the work is shared between --workers processes (default: one
+per CPU, at most 8), each with its own database connection.
+
+The head line (last seq and hash) is worth keeping somewhere else, from cron say: the chain
+cannot show events cut from its end, or a chain rewritten whole by someone who can write to
+the database, but a head recorded earlier that is no longer in the chain does.
 """
 
+import os
 import sys
 
 from django.core.management.base import BaseCommand
@@ -17,8 +21,13 @@ from ogpanel import audit
 class Command(BaseCommand):
     help = "Verify the audit log's hash chain. Exit 0 if intact, 1 naming the first bad event."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+                            help="processes checking parts of the chain at once (PostgreSQL; default: CPUs, at most 8)")
+        parser.add_argument("--chunk-size", type=int, default=20000, help="events read per query")
+
     def handle(self, *args, **options) -> None:
-        result = audit.verify()
+        result = audit.verify(chunk_size=max(options["chunk_size"], 1), workers=max(options["workers"], 1))
         if not result.ok:
             self.stderr.write(f"FAILED: event #{result.bad_seq}: {result.problem} "
                               f"(checked {result.count} events)")
