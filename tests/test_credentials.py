@@ -17,6 +17,7 @@ from django.views.debug import ExceptionReporter
 from ogpanel import exchange, vault
 from ogpanel.kalshi import public_key_fingerprint
 from ogpanel.models import AuditEvent, Credential, Subaccount
+from tests.leaks import assert_no_key_material
 from tests.panel_fixtures import make_credential
 from tests.pem import fake_pem
 
@@ -28,22 +29,6 @@ NEW_KEY_ID = "key-2"
 
 def private_pem(key, fmt=serialization.PrivateFormat.PKCS8) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
-
-
-def body_pieces(pem: bytes) -> list[str]:
-    """Every base64 body line of a PEM, cut in 16-character pieces: a leak that re-wraps the text
-    (pprint in an error report, say) still shows most pieces whole. A short tail is left out:
-    it could match page text by chance."""
-    lines = [line for line in pem.decode().splitlines() if not line.startswith("-----")]
-    return [line[i:i + 16] for line in lines for i in range(0, len(line) - 15, 16)]
-
-
-def assert_no_key_material(pems: list[bytes], *texts: str) -> None:
-    for pem in pems:
-        pieces = body_pieces(pem)
-        assert pieces
-        for text in texts:
-            assert not [piece for piece in pieces if piece in text]
 
 
 @pytest.fixture(scope="session")

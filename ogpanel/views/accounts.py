@@ -58,10 +58,13 @@ class TokenForm(forms.Form):
 
 
 def _next_url(request: HttpRequest) -> str:
-    """Where to go after signing in: the `next` parameter if it stays on this site."""
+    """Where to go after signing in: the `next` parameter if it is a path on this site.
+
+    Only a path: redirect() would take a bare word ("0", "dashboard") for a view name to reverse.
+    """
     candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()},
-                                       require_https=request.is_secure()):
+    if candidate.startswith("/") and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return candidate
     return resolve_url(settings.LOGIN_REDIRECT_URL)
 
