@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from importlib import import_module
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -235,6 +236,7 @@ def empty_audit_table() -> None:
             cursor.execute("TRUNCATE ogpanel_auditevent")
         else:
             cursor.execute("DELETE FROM ogpanel_auditevent")
+        cursor.execute("DELETE FROM ogpanel_openattempt")
 
 
 def write(rows: list[dict]) -> None:
@@ -277,8 +279,13 @@ def generate(total: int, users: dict[str, int]) -> float:
         done += len(rows)
         if done % 200_000 < len(rows):
             print(f"  generated {done:,} / {total:,}", flush=True)
-    with connection.cursor() as cursor:  # as autovacuum would have, on a table this old
-        cursor.execute("VACUUM ANALYZE ogpanel_auditevent" if connection.vendor == "postgresql" else "ANALYZE")
+    with connection.cursor() as cursor:  # the open attempts append() would have kept, as migration 0007 fills them
+        cursor.execute(import_module("ogpanel.migrations.0007_open_attempts").BACKFILL)
+    with connection.cursor() as cursor:  # as autovacuum would have, on tables this old
+        if connection.vendor == "postgresql":
+            cursor.execute("VACUUM ANALYZE ogpanel_auditevent, ogpanel_openattempt")
+        else:
+            cursor.execute("ANALYZE")
     return time.monotonic() - began
 
 

@@ -214,7 +214,7 @@ def test_open_attempts_follow_the_chain_and_the_migration_backfill_rebuilds_them
     swept = audit.Pending.many(ACTOR, "trigger", [{"credential": credential, "subaccount": n} for n in range(4)])
     swept[0].succeeded()
     swept[2].failed(NotFound("gone", status=404))
-    with pytest.raises(KeyboardInterrupt), audit.attempt(ACTOR, "reset", credential=credential, subaccount=1) as crashed:
+    with pytest.raises(KeyboardInterrupt), audit.attempt(ACTOR, "reset", subaccount=1) as crashed:
         raise KeyboardInterrupt  # the process stops mid-call: this attempt stays open
     with audit.attempt(ACTOR, "delete", credential=credential, subaccount=1):
         pass

@@ -143,6 +143,22 @@ def test_each_attempt_shows_its_result_and_a_lone_attempt_shows_outcome_unknown(
     assert "outcome unknown" in row(response, lone.seq)
 
 
+def test_an_attempt_is_outcome_unknown_until_its_result_is_appended(as_viewer):
+    single = audit.Pending(ACTOR, "trigger", subaccount=1, order_group_id="og_one")
+    first, second = audit.Pending.many(ACTOR, "kill_switch_trigger", [
+        {"subaccount": 2, "order_group_id": "og_two"}, {"subaccount": 3, "order_group_id": "og_three"},
+    ])
+    event("login", "succeeded")
+    assert page_seqs(as_viewer.get(f"{LOG}?outcome=unknown")) == [3, 2, 1]
+
+    second.succeeded()
+    assert page_seqs(as_viewer.get(f"{LOG}?outcome=unknown")) == [2, 1]
+    single.failed(ServerError("boom", status=500))
+    first.succeeded()
+    assert page_seqs(as_viewer.get(f"{LOG}?outcome=unknown")) == []
+    assert page_seqs(as_viewer.get(f"{LOG}?outcome=attempted")) == [3, 2, 1]  # the attempts themselves stay
+
+
 def test_a_limit_change_shows_the_limit_before_and_after(as_viewer):
     succeeded("update_limit", subaccount=1, order_group_id="og_a", params={"contracts_limit": 50, "previous_limit": 100})
     assert "Limit 100 → 50" in row(as_viewer.get(LOG), 1)
