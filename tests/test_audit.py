@@ -426,7 +426,8 @@ def test_verify_audit_names_the_first_bad_event_and_exits_1(kind, db):
 # --- PostgreSQL: the table refuses rewrites; appends stay linear under concurrency ---------------
 
 @postgresql_only
-@pytest.mark.parametrize("statement", [f"UPDATE {TABLE} SET reason = 'x'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE}"])
+# CASCADE: trip alerts reference events, and without it their foreign key would refuse before the guard does.
+@pytest.mark.parametrize("statement", [f"UPDATE {TABLE} SET reason = 'x'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE} CASCADE"])
 def test_postgresql_refuses_to_update_delete_or_truncate_the_audit_table(statement, db):
     _chain(2)
     with pytest.raises(DatabaseError, match="append-only"):
