@@ -19,18 +19,12 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from ogpanel.kalshi.errors import (
-    BadRequest,
-    ClockSkew,
-    Forbidden,
     InvalidInput,
     KalshiError,
     MalformedResponse,
-    NotFound,
-    RateLimited,
-    ServerError,
     Timeout,
-    Unauthorized,
     Unreachable,
+    error_for_status,
 )
 from ogpanel.kalshi.keys import (
     load_private_key,
@@ -105,12 +99,23 @@ def _limit(obj: dict, where: str) -> tuple[int | None, str | None]:
     if whole is not None or fp is None:
         return whole, fp
     try:
+        return whole_contracts(fp), fp
+    except ValueError:
+        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
+
+
+def whole_contracts(fp: str) -> int | None:
+    """Whole contracts from a fixed-point string like "50.00"; None for a fractional amount.
+
+    ValueError for a string that is not a finite number.
+    """
+    try:
         amount = Decimal(fp)
     except InvalidOperation:
-        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
+        raise ValueError(f"not a number: {fp!r}") from None
     if not amount.is_finite():
-        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number")
-    return (int(amount) if amount == amount.to_integral_value() else None), fp
+        raise ValueError(f"not a number: {fp!r}")
+    return int(amount) if amount == amount.to_integral_value() else None
 
 
 def _order_group(item: object, where: str) -> OrderGroup:
@@ -375,50 +380,6 @@ def _json(response: requests.Response) -> object:
             operator_message="The exchange answered with something that is not valid JSON.") from None
 
 
-_STATUS_ERRORS: dict[int, type[KalshiError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 429: RateLimited,
-}
-
-
 def _error_from(response: requests.Response, subaccount: int | None, order_group_id: str | None) -> KalshiError:
-    status = response.status_code
-    code, message, details = _error_fields(response)
-    fields = {"status": status, "code": code, "details": details, "subaccount": subaccount,
-              "order_group_id": order_group_id}
-    if 300 <= status < 400:
-        return MalformedResponse(f"unexpected redirect (HTTP {status})", **fields,
-                                 operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).")
-    if status == 401 and "header_timestamp_expired" in f"{code} {details}".lower():
-        return ClockSkew(message, **fields)
-    if status in _STATUS_ERRORS:
-        return _STATUS_ERRORS[status](message, **fields)
-    if status >= 500:
-        return ServerError(message, **fields)
-    if 400 <= status < 500:  # 409, 422 and the like: the exchange refused what we asked
-        return BadRequest(message, **fields)
-    return MalformedResponse(f"unexpected status (HTTP {status})", **fields,
-                             operator_message=f"The exchange answered with an unexpected status (HTTP {status}).")
-
-
-def _error_fields(response: requests.Response) -> tuple[str | None, str, str | None]:
-    """(code, message, details) from any error shape seen in the wild (§6)."""
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        body = body["error"]  # nested, what Kalshi sends today
-    if not isinstance(body, dict):
-        return None, f"HTTP {response.status_code} {response.reason or ''}".strip(), None
-    if isinstance(body.get("error"), str):  # bare, e.g. the 429 body
-        message = body["error"]
-    else:
-        message = body.get("message") or body.get("msg")
-    return (_text(body.get("code")), _text(message) or f"HTTP {response.status_code}", _text(body.get("details")))
-
-
-def _text(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text[:500]
+    return error_for_status(response.status_code, response.content, reason=response.reason or "",
+                            subaccount=subaccount, order_group_id=order_group_id)

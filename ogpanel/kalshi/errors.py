@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class KalshiError(Exception):
     """Base of everything the client raises. `operator_message` is safe to show to a person."""
@@ -115,6 +117,54 @@ class StreamGap(KalshiError):
 
     def _describe(self) -> str:
         return "The exchange's update stream lost an update; order groups must be read again."
+
+
+_STATUS_ERRORS: dict[int, type[KalshiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 429: RateLimited,
+}
+
+
+def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -> KalshiError:
+    """The error an HTTP answer other than success stands for: a REST call's or a WebSocket handshake's.
+
+    `context` (subaccount, order_group_id) is what the request addressed, for the operator message.
+    """
+    code, message, details = _error_fields(status, body, reason)
+    fields = {"status": status, "code": code, "details": details, **context}
+    if 300 <= status < 400:
+        return MalformedResponse(f"unexpected redirect (HTTP {status})", **fields,
+                                 operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).")
+    if status == 401 and "header_timestamp_expired" in f"{code} {details}".lower():
+        return ClockSkew(message, **fields)
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status](message, **fields)
+    if status >= 500:
+        return ServerError(message, **fields)
+    if 400 <= status < 500:  # 409, 422 and the like: the exchange refused what we asked
+        return BadRequest(message, **fields)
+    return MalformedResponse(f"unexpected status (HTTP {status})", **fields,
+                             operator_message=f"The exchange answered with an unexpected status (HTTP {status}).")
+
+
+def _error_fields(status: int, body: bytes, reason: str) -> tuple[str | None, str, str | None]:
+    """(code, message, details) from any error body shape seen in the wild: nested, flat or bare (§6)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        parsed = parsed["error"]  # nested, what Kalshi sends today
+    if not isinstance(parsed, dict):
+        return None, f"HTTP {status} {reason}".strip(), None
+    # A bare string under "error" is e.g. the 429 body.
+    message = parsed["error"] if isinstance(parsed.get("error"), str) else parsed.get("message") or parsed.get("msg")
+    return _text(parsed.get("code")), _text(message) or f"HTTP {status}", _text(parsed.get("details"))
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return (value if isinstance(value, str) else json.dumps(value))[:500]
 
 
 def _sentence(text: str) -> str:

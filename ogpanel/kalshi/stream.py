@@ -18,7 +18,6 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -27,19 +26,16 @@ from websockets.sync.client import ClientConnection, reconnect
 
 from ogpanel.kalshi.errors import (
     BadRequest,
-    ClockSkew,
-    Forbidden,
     InvalidInput,
     KalshiError,
     MalformedResponse,
-    NotFound,
-    RateLimited,
     ServerError,
     StreamGap,
     Timeout,
-    Unauthorized,
     Unreachable,
+    error_for_status,
 )
+from ogpanel.kalshi.client import whole_contracts
 from ogpanel.kalshi.keys import sign
 
 CHANNEL = "order_group_updates"
@@ -279,12 +275,11 @@ def _contracts(fp: object) -> int | None:
     if fp is None:
         return None
     try:
-        amount = Decimal(fp) if isinstance(fp, str) else None
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite():
-        raise MalformedResponse(f"an {CHANNEL} msg has a contracts_limit_fp that is not a number string")
-    return int(amount) if amount == amount.to_integral_value() else None
+        if not isinstance(fp, str):
+            raise ValueError(fp)
+        return whole_contracts(fp)
+    except ValueError:
+        raise MalformedResponse(f"an {CHANNEL} msg has a contracts_limit_fp that is not a number string") from None
 
 
 def _json_object(raw: str | bytes) -> dict:
@@ -321,14 +316,9 @@ def _is_int(value: object) -> bool:
 # ---------------------------------------------------------------- handshake failures
 
 
-_STATUS_ERRORS: dict[int, type[KalshiError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 429: RateLimited,
-}
-
-
 def _handshake_error(exc: Exception, open_timeout: float) -> KalshiError:
     if isinstance(exc, InvalidStatus):
-        return _status_error(exc.response.status_code, exc.response.body or b"")
+        return error_for_status(exc.response.status_code, exc.response.body or b"")
     if isinstance(exc, TimeoutError):  # TCP connect or the handshake reply
         return Timeout("WebSocket handshake timed out", seconds=open_timeout, connect=True)
     if isinstance(exc, ConnectionRefusedError):
@@ -342,41 +332,3 @@ def _handshake_error(exc: Exception, open_timeout: float) -> KalshiError:
     # The message of websockets' exception is left out: it may quote the handshake.
     return MalformedResponse(f"not a WebSocket handshake ({type(exc).__name__})",
                              operator_message="The exchange did not answer with a WebSocket handshake.")
-
-
-def _status_error(status: int, body: bytes) -> KalshiError:
-    code, message, details = _error_fields(status, body)
-    fields = {"status": status, "code": code, "details": details}
-    if 300 <= status < 400:
-        return MalformedResponse(f"unexpected redirect (HTTP {status})", **fields,
-                                 operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).")
-    if status == 401 and "header_timestamp_expired" in f"{code} {details}".lower():
-        return ClockSkew(message, **fields)
-    if status in _STATUS_ERRORS:
-        return _STATUS_ERRORS[status](message, **fields)
-    if status >= 500:
-        return ServerError(message, **fields)
-    if 400 <= status < 500:
-        return BadRequest(message, **fields)
-    return MalformedResponse(f"unexpected status (HTTP {status}) instead of a WebSocket upgrade", **fields,
-                             operator_message=f"The exchange answered HTTP {status} instead of opening the stream.")
-
-
-def _error_fields(status: int, body: bytes) -> tuple[str | None, str, str | None]:
-    """(code, message, details) from the nested, flat or bare error bodies seen in the wild (§6)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        parsed = parsed["error"]
-    if not isinstance(parsed, dict):
-        return None, f"HTTP {status}", None
-    message = parsed["error"] if isinstance(parsed.get("error"), str) else parsed.get("message") or parsed.get("msg")
-    return _text(parsed.get("code")), _text(message) or f"HTTP {status}", _text(parsed.get("details"))
-
-
-def _text(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    return (value if isinstance(value, str) else json.dumps(value))[:500]

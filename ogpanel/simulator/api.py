@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ogpanel.simulator.auth import ApiKey
-from ogpanel.simulator.exchange import Exchange, ExchangeError, GroupView, Order, bad_request
+from ogpanel.simulator.exchange import Exchange, ExchangeError, Order, bad_request
 
 GROUPS_PATH = "/portfolio/order_groups"
 CREATE_PATH = "/portfolio/order_groups/create"
