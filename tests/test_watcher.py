@@ -390,13 +390,19 @@ def test_no_duplicate_after_restarting_the_running_watcher(sim, subaccounts, rec
 
 # --- the WebSocket path -------------------------------------------------------------------------------
 
+def streaming(running, sim, *, interval: float):
+    """A running watcher whose stream is connected and whose first poll and catch-up read are done."""
+    run = running(Watcher(interval=interval, websocket=True))
+    wait_until(lambda: stream_connected(run.watcher), "the stream")
+    wait_until(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read after connecting")
+    return run
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_stream_alone_brings_a_trip_in(sim, subaccounts, receiver, running, as_viewer):
     group_id = sim.create_group(2, 5)
     # An hour between polls: after the first one, only the stream can make the watcher look again.
-    run = running(Watcher(interval=3600, websocket=True))
-    wait_until(lambda: stream_connected(run.watcher), "the stream")
-    wait_until(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read after connecting")
+    run = streaming(running, sim, interval=3600)
     trip(sim, 2, group_id)
 
     wait_until(lambda: len(receiver.delivered) == 1, "the alert")
@@ -413,9 +419,7 @@ def test_with_the_stream_down_polling_catches_the_trip_and_the_stream_comes_back
     sim, subaccounts, receiver, running,
 ):
     group_id = sim.create_group(1, 5)
-    run = running(Watcher(interval=0.3, websocket=True))
-    wait_until(lambda: stream_connected(run.watcher), "the stream")
-    wait_until(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read after connecting")
+    run = streaming(running, sim, interval=0.3)
     sim.websockets_enabled = False
     sim.drop_websockets()
     wait_until(lambda: not stream_connected(run.watcher), "the watcher to notice the outage")
@@ -435,9 +439,7 @@ def test_with_the_stream_down_polling_catches_the_trip_and_the_stream_comes_back
 @pytest.mark.django_db(transaction=True)
 def test_a_gap_in_the_stream_makes_the_watcher_read_again(sim, subaccounts, receiver, running, caplog):
     group_id = sim.create_group(0, 5)
-    run = running(Watcher(interval=3600, websocket=True))
-    wait_until(lambda: stream_connected(run.watcher), "the stream")
-    wait_until(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read")
+    run = streaming(running, sim, interval=3600)
     created = sim.create_group(3, 50)  # a first update, from which the stream counts its sequence
     wait_until(lambda: list_calls(sim) >= 12, "the read the new group's update asked for")
     sim.skip_websocket_seq()  # the trip's frame arrives with a seq that skips one: a lost update
