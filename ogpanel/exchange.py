@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import vault
-from ogpanel.kalshi import KalshiClient, KalshiError, RateLimiter
+from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream, RateLimiter
 from ogpanel.models import Credential
 
 _clients: dict[int, tuple[str, KalshiClient]] = {}
@@ -75,6 +75,11 @@ def client_for(credential: Credential) -> KalshiClient:
     if previous and previous[1] is not client:
         previous[1].close()
     return client
+
+
+def stream_for(credential: Credential) -> OrderGroupStream:
+    """The credential's order_group_updates stream, signing with its cached client's parsed key."""
+    return client_for(credential).stream()
 
 
 def forget(credential_pk: int) -> None:

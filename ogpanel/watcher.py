@@ -37,11 +37,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.views.decorators.debug import sensitive_variables
 
-from ogpanel import alerts, audit, selectors, vault
+from ogpanel import alerts, audit, exchange, selectors
 from ogpanel.audit import Actor
-from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupStream, StreamGap, load_private_key
+from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupStream, StreamGap
 from ogpanel.models import AuditEvent, Credential, ObservedGroup, Subaccount, TripAlert, WatcherHeartbeat, WatcherStatus
 
 logger = logging.getLogger(__name__)
@@ -429,8 +428,6 @@ def _version(credential: Credential) -> tuple[str, str, str]:
 class _Follower:
     """A thread following one credential's order_group_updates; it only ever wakes the watcher."""
 
-    # The private key lives in this frame and the stream object only: hidden from error reports.
-    @sensitive_variables()
     def __init__(self, watcher: Watcher, credential: Credential):
         self.watcher, self.credential_pk, self.label = watcher, credential.pk, credential.label
         self.version = _version(credential)
@@ -439,9 +436,8 @@ class _Follower:
         self._stream: OrderGroupStream | None = None
         self._thread: threading.Thread | None = None
         try:
-            key = load_private_key(vault.decrypt(credential.private_key_encrypted, bound_to=str(credential.uuid)))
-            self._stream = OrderGroupStream(credential.base_url, credential.key_id, key)
-        except (vault.VaultError, KalshiError) as exc:
+            self._stream = exchange.stream_for(credential)
+        except KalshiError as exc:  # CredentialUnusable among them
             # Nothing to follow with; polling goes on (and reports the same credential's trouble per subaccount).
             self.state = _StreamState("off", error=f"cannot use this credential's key or URL: {type(exc).__name__}")
             logger.error("trip watch: no stream for credential %s: %s", self.label, self.state.error)

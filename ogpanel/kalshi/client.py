@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from http.client import RemoteDisconnected
 from http.cookiejar import DefaultCookiePolicy
 from typing import Literal
@@ -34,8 +33,10 @@ from ogpanel.kalshi.keys import (
     validate_exchange_index,
     validate_order_group_id,
     validate_subaccount,
+    whole_contracts,
 )
 from ogpanel.kalshi.ratelimit import REQUEST_COST, RateLimiter
+from ogpanel.kalshi.stream import OrderGroupStream
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -104,20 +105,6 @@ def _limit(obj: dict, where: str) -> tuple[int | None, str | None]:
         raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
 
 
-def whole_contracts(fp: str) -> int | None:
-    """Whole contracts from a fixed-point string like "50.00"; None for a fractional amount.
-
-    ValueError for a string that is not a finite number.
-    """
-    try:
-        amount = Decimal(fp)
-    except InvalidOperation:
-        raise ValueError(f"not a number: {fp!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not a number: {fp!r}")
-    return int(amount) if amount == amount.to_integral_value() else None
-
-
 def _order_group(item: object, where: str) -> OrderGroup:
     obj = _object(item, where)
     limit, fp = _limit(obj, where)
@@ -175,6 +162,10 @@ class KalshiClient:
 
     def close(self) -> None:
         self._session.close()
+
+    def stream(self, **options) -> OrderGroupStream:
+        """The order_group_updates stream for this key, signed with the key this client already parsed."""
+        return OrderGroupStream(self.base_url, self.key_id, self._private_key, **options)
 
     def __enter__(self) -> KalshiClient:
         return self

@@ -1,10 +1,11 @@
-"""Input validation, private keys and request signing (reference §2)."""
+"""Input validation, fixed-point amounts, private keys and request signing (reference §2)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
+from decimal import Decimal, InvalidOperation
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -92,3 +93,17 @@ def sign(private_key: rsa.RSAPrivateKey, timestamp_ms: str, method: str, path: s
         hashes.SHA256(),
     )
     return base64.b64encode(signature).decode("ascii")
+
+
+def whole_contracts(fp: str) -> int | None:
+    """Whole contracts from a fixed-point string like "50.00"; None for a fractional amount.
+
+    ValueError for a string that is not a finite number.
+    """
+    try:
+        amount = Decimal(fp)
+    except InvalidOperation:
+        raise ValueError(f"not a number: {fp!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a number: {fp!r}")
+    return int(amount) if amount == amount.to_integral_value() else None

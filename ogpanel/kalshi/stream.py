@@ -35,8 +35,7 @@ from ogpanel.kalshi.errors import (
     Unreachable,
     error_for_status,
 )
-from ogpanel.kalshi.client import whole_contracts
-from ogpanel.kalshi.keys import sign
+from ogpanel.kalshi.keys import sign, whole_contracts
 
 CHANNEL = "order_group_updates"
 REST_PATH = "/trade-api/v2"
