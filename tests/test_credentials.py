@@ -635,3 +635,21 @@ def test_credential_changes_ask_for_the_password_again_once_the_window_has_passe
     created = as_admin.post(reverse("credential_create"),
                             {**create_form(sim, rsa_pem, label="second"), "reauth_password": "ada-password-1"})
     assert created.status_code == 302 and Credential.objects.count() == before[0] + 1
+
+
+@pytest.mark.parametrize("password", ["", "wrong-password"])
+def test_a_mapping_change_asks_for_the_password_again_once_the_window_has_passed(
+        settings, credential, subaccounts, as_admin, password):
+    settings.OGPANEL_REAUTH_SECONDS = 0
+    change = {"number": "2", "credential": credential.pk, "label": "renamed", "op": "assign"}
+
+    page = as_admin.get(reverse("subaccounts")).content.decode()
+    refused = as_admin.post(reverse("subaccounts"), {**change, "reauth_password": password}, **HTMX)
+
+    assert f'href="{reverse("reauth")}?next={reverse("subaccounts")}"' in page
+    assert refused.status_code == 403 and "Confirm your identity" in refused.content.decode()
+    assert Subaccount.objects.get(number=2).label != "renamed"
+    assert not AuditEvent.objects.filter(action="subaccount_assign").exists()
+
+    accepted = as_admin.post(reverse("subaccounts"), {**change, "reauth_password": "ada-password-1"})
+    assert accepted.status_code == 302 and Subaccount.objects.get(number=2).label == "renamed"
