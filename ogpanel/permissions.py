@@ -125,6 +125,20 @@ def require(action: Action) -> Callable:
     return decorator
 
 
+def refuse_out_of_scope(request: HttpRequest, action: Action, subaccount: int | str | None) -> HttpResponse | None:
+    """A 404, audited as denied, when `subaccount` is outside the user's scope; None when it is not.
+
+    For a subaccount that arrives in a form rather than the URL: it answers exactly as an
+    unconfigured one would. Anything that is not a whole number is left to the form, which says
+    what is wrong with it.
+    """
+    raw = str(subaccount).strip() if subaccount is not None else ""
+    # isascii: "²" and other scripts' digits pass isdigit() but not int().
+    if not (raw.isascii() and raw.isdigit()) or in_scope(request.user, int(raw)):
+        return None
+    return deny(request, action, {"subaccount": int(raw)}, status=404)
+
+
 def deny(request: HttpRequest, action: Action, detail: dict | None = None, *, status: int = 403) -> HttpResponse:
     from ogpanel import audit
     from ogpanel.views.common import error_response

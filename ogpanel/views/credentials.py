@@ -154,8 +154,8 @@ def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
         subaccount = int(raw) if raw.isascii() and raw.isdigit() else None
     else:
         subaccount = next(iter(_test_subaccounts(request.user, credential)), None)
-    if subaccount is not None and not permissions.in_scope(request.user, subaccount):
-        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"subaccount": subaccount}, status=404)
+    if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, subaccount):
+        return refused
     if subaccount is None or subaccount > settings.OGPANEL_MAX_SUBACCOUNT:
         result, status = _test_result(False, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}."), 400
     else:
@@ -221,8 +221,8 @@ def subaccount_list(request: HttpRequest) -> HttpResponse:
     if number is None:
         return error_response(request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.",
                               status=400)
-    if not permissions.in_scope(request.user, number):
-        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"subaccount": number}, status=404)
+    if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, number):
+        return refused
     # Which key a subaccount is traded with is a credential change: it needs a fresh identity check.
     if not accounts.reauth_ok(request, password=request.POST.get("reauth_password", ""),
                               otp=request.POST.get("reauth_otp", "")):

@@ -80,19 +80,6 @@ def _target(request: HttpRequest, action: Action, subaccount: int, group_id: str
     return sub
 
 
-def _out_of_scope(request: HttpRequest, action: Action) -> HttpResponse | None:
-    """A posted subaccount the user may not act on answers 404, like a group address out of scope would.
-
-    Only a tampered form can post one (the choices offered are in scope); a number that is not a
-    number is left to the form, which says what is wrong with it.
-    """
-    raw = request.POST.get("subaccount", "").strip()
-    # isascii: "²" and other scripts' digits pass isdigit() but not int().
-    if not (raw.isascii() and raw.isdigit()) or permissions.in_scope(request.user, int(raw)):
-        return None
-    return permissions.deny(request, action, {"subaccount": int(raw)}, status=404)
-
-
 def _changed(request: HttpRequest, message: str, *, next_url: str) -> HttpResponse:
     """Success: htmx gets an empty action panel and the change events; a plain post redirects."""
     return common.done(request, trigger_client_event(HttpResponse(""), GROUPS_CHANGED), message, next_url=next_url)
@@ -288,7 +275,7 @@ def group_create(request: HttpRequest) -> HttpResponse:
     template = "ogpanel/group_create.html"
     if request.method == "GET":
         return common.render_page(request, template, context, fragment="panel")
-    if refused := _out_of_scope(request, Action.CREATE):
+    if refused := permissions.refuse_out_of_scope(request, Action.CREATE, request.POST.get("subaccount")):
         return refused
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="panel", status=400)
@@ -373,7 +360,7 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
             context["report"] = SweepReport(saved["action"], tuple(SweepRow(**row) for row in saved["rows"]))
             context["totals"] = _totals(context["report"])
         return common.render_page(request, template, context, fragment="console")
-    if refused := _out_of_scope(request, Action.KILL_SWITCH):
+    if refused := permissions.refuse_out_of_scope(request, Action.KILL_SWITCH, request.POST.get("subaccount")):
         return refused
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="console", status=400)
