@@ -12,7 +12,6 @@ its own process) triggers a second group on the same simulator. Runs are spaced 
 own rate limiter never has to wait. Target: <= 5 ms added at the median.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,9 @@ SPACING = 0.15  # seconds between a run's starts: above Basic's 0.1 s per write,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.arguments(__doc__)
     parser.add_argument("--runs", type=int, default=200, help="timed triggers each way")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the simulator adds to each call")
-    parser.add_argument("--database-url", help="PostgreSQL (ogpanel_bench_*, recreated); default a fresh SQLite")
-    parser.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
     args = parser.parse_args()
     if args.quick:
         args.runs = 3

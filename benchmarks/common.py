@@ -12,6 +12,7 @@ Nothing here measures anything; the scripts do.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -46,6 +47,14 @@ DASHBOARD_POLL = {"HX-Request": "true", "HX-Trigger": "groups"}
 
 
 # --- Django ----------------------------------------------------------------------------------
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every panel benchmark takes: where its database is, and a tiny run that only checks it works."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--database-url", help="PostgreSQL (ogpanel_bench_*, recreated); default a fresh SQLite")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
+    return parser
+
 
 def configure(*, database_url: str | None = None, tier: str = "basic", list_cache_seconds: float | None = None,
               **environment: str) -> str:

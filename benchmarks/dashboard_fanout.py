@@ -11,7 +11,6 @@ process; see common.official_python) lists the same 33 subaccounts one after ano
 Targets: dashboard <= 1.5x one upstream round trip, and >= 10x faster than the sequential reads.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ from benchmarks import common  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.arguments(__doc__)
     parser.add_argument("--tier", default="premier", help="rate-limit tier of the key (panel and simulator)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the simulator adds to each call")
     parser.add_argument("--groups", type=int, default=10, help="order groups per subaccount")
     parser.add_argument("--runs", type=int, default=20, help="timed dashboard requests")
-    parser.add_argument("--database-url", help="PostgreSQL (ogpanel_bench_*, recreated); default a fresh SQLite")
-    parser.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
     args = parser.parse_args()
     if args.quick:
         args.latency, args.groups, args.runs = 0.005, 1, 2

@@ -11,7 +11,6 @@ password re-entered). Measured: the request's wall time against the floor the ti
 Target: <= 1.1x the floor, zero 429s.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ from benchmarks import common  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.arguments(__doc__)
     parser.add_argument("--tier", default="basic", help="rate-limit tier (panel and simulator)")
     parser.add_argument("--groups", type=int, default=10, help="order groups per subaccount")
     parser.add_argument("--subaccounts", type=int, default=len(common.SUBACCOUNTS), help="subaccounts 0..N-1")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the simulator adds to each call")
-    parser.add_argument("--database-url", help="PostgreSQL (ogpanel_bench_*, recreated); default a fresh SQLite")
-    parser.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
     args = parser.parse_args()
     if args.quick:
         args.groups, args.subaccounts, args.latency = 2, 3, 0.005

@@ -1,4 +1,4 @@
-"""Benchmarks 1-3 still run: each script, at its smallest size (--quick), ends with its results table.
+"""Every benchmark still runs: each script, at its smallest size (--quick), ends with its results table.
 
 Nothing here judges a timing; docs/performance.md has the numbers. The scripts run side by side,
 each in its own process with its own simulator, database and gunicorn.
@@ -13,6 +13,8 @@ SCRIPTS = {
     "dashboard_fanout.py": "sequential / dashboard",
     "action_overhead.py": "added by the panel",
     "killswitch_ratelimit.py": "429s from the simulator",
+    "load.py": "upstream 429s",
+    "audit_scale.py": "CSV export",
 }
 
 
