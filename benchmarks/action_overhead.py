@@ -49,8 +49,9 @@ def main() -> None:
         session = requests.Session()
         for run in range(warmup + args.runs):
             began = time.perf_counter()
-            response = session.post(panel.url + url_path, data={"reason": f"benchmark run {run}"}, headers=headers,
-                                    timeout=30)
+            response = session.post(
+                panel.url + url_path, data={"reason": f"benchmark run {run}"}, headers=headers, timeout=30
+            )
             elapsed = time.perf_counter() - began
             if response.status_code != 200 or "HX-Trigger" not in response.headers:
                 raise SystemExit(f"the panel's trigger answered {response.status_code}:\n{response.text[:2000]}")
@@ -78,13 +79,27 @@ def main() -> None:
         through_panel = common.percentile(panel_times, pct)
         direct = common.percentile(official_times, pct)
         added = through_panel - direct
-        rows.append([label, ms(through_panel), ms(direct), ms(added), "<= 5 ms" if pct == 50 else "",
-                     common.verdict(added <= 0.005) if pct == 50 else ""])
-    print(f"\nBenchmark 2, action overhead: {args.runs} triggers each way, simulator latency {ms(args.latency)}; "
-          f"panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}")
+        rows.append(
+            [
+                label,
+                ms(through_panel),
+                ms(direct),
+                ms(added),
+                "<= 5 ms" if pct == 50 else "",
+                common.verdict(added <= 0.005) if pct == 50 else "",
+            ]
+        )
+    print(
+        f"\nBenchmark 2, action overhead: {args.runs} triggers each way, simulator latency {ms(args.latency)}; "
+        f"panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}"
+    )
     print(common.machine() + "\n")
-    print(common.table(["", "through the panel (HTTP POST)", "official client, direct", "added by the panel",
-                        "target", "verdict"], rows))
+    print(
+        common.table(
+            ["", "through the panel (HTTP POST)", "official client, direct", "added by the panel", "target", "verdict"],
+            rows,
+        )
+    )
     print(f"\naudit: {2 * (warmup + args.runs)} trigger events (an attempt and a result each), chain verifies")
 
 

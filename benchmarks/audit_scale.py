@@ -69,9 +69,19 @@ def configure(database_url: str) -> None:
 PEOPLE = [f"trader{n:02d}" for n in range(1, 25)] + [f"risk{n:02d}" for n in range(1, 7)] + ["ada", "otto", "vera"]
 ROLES = {name: "viewer" if name == "vera" else "admin" if name in ("ada", "risk01") else "ops" for name in PEOPLE}
 REASONS = [
-    "fat finger on {t}", "desk limit breached on {t}", "risk asked to pause {t}", "end of day flatten",
-    "reopening after review of {t}", "testing the kill switch drill", "manual hedge on {t}", "INC-{n} follow up",
-    "news event, stand down {t}", "limit raised for the open", "", "", "",
+    "fat finger on {t}",
+    "desk limit breached on {t}",
+    "risk asked to pause {t}",
+    "end of day flatten",
+    "reopening after review of {t}",
+    "testing the kill switch drill",
+    "manual hedge on {t}",
+    "INC-{n} follow up",
+    "news event, stand down {t}",
+    "limit raised for the open",
+    "",
+    "",
+    "",
 ]
 TICKERS = ["KXBTC", "KXETH", "INXD", "KXFED", "KXCPI", "NASDAQ100", "KXHIGHNY", "KXRAIN"]
 ERRORS = [
@@ -82,8 +92,11 @@ ERRORS = [
     (503, "service_unavailable", "The exchange answered HTTP 503."),
     (None, "", "The exchange could not be reached (timed out)."),
 ]
-AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0", "Mozilla/5.0 (Macintosh) Safari/18.4",
-          "Mozilla/5.0 (Windows NT 10.0) Chrome/139.0"]
+AGENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+    "Mozilla/5.0 (Macintosh) Safari/18.4",
+    "Mozilla/5.0 (Windows NT 10.0) Chrome/139.0",
+]
 
 
 class Generator:
@@ -112,13 +125,28 @@ class Generator:
         self.seq += 1
         self.at += timedelta(seconds=self.random.expovariate(1 / self.mean_gap))
         values = {
-            "seq": self.seq, "at": self.at.replace(microsecond=self.at.microsecond // 1000 * 1000),
-            "actor_id": self.users.get(actor), "actor_username": actor,
-            "actor_role": ROLES.get(actor, "system" if actor else ""), "action": action, "environment": "",
-            "subaccount": None, "order_group_id": "", "api_key_id": "", "params": {}, "reason": "",
-            "request_id": uuid.UUID(int=self.random.getrandbits(128)).hex, "client_ip": "", "user_agent": "",
-            "outcome": outcome, "attempt_seq": None, "upstream_status": None, "error_code": "", "error": "",
-            "latency_ms": None, "prev_hash": self.prev_hash,
+            "seq": self.seq,
+            "at": self.at.replace(microsecond=self.at.microsecond // 1000 * 1000),
+            "actor_id": self.users.get(actor),
+            "actor_username": actor,
+            "actor_role": ROLES.get(actor, "system" if actor else ""),
+            "action": action,
+            "environment": "",
+            "subaccount": None,
+            "order_group_id": "",
+            "api_key_id": "",
+            "params": {},
+            "reason": "",
+            "request_id": uuid.UUID(int=self.random.getrandbits(128)).hex,
+            "client_ip": "",
+            "user_agent": "",
+            "outcome": outcome,
+            "attempt_seq": None,
+            "upstream_status": None,
+            "error_code": "",
+            "error": "",
+            "latency_ms": None,
+            "prev_hash": self.prev_hash,
         }
         if actor != "exchange":
             values["client_ip"] = f"10.0.{self.random.randrange(4)}.{self.random.randrange(2, 250)}"
@@ -138,14 +166,36 @@ class Generator:
         return self.random.choice(REASONS).format(t=self.random.choice(TICKERS), n=self.random.randrange(10000, 99999))
 
     def _result(self, attempt: dict, *, failed_rate: float = 0.07, params: dict | None = None) -> None:
-        same = {k: attempt[k] for k in ("environment", "subaccount", "order_group_id", "api_key_id", "reason",
-                                        "request_id", "client_ip", "user_agent")}
-        result = {"attempt_seq": attempt["seq"], "latency_ms": self.random.randrange(8, 400),
-                  "params": {**attempt["params"], **(params or {})}}
+        same = {
+            k: attempt[k]
+            for k in (
+                "environment",
+                "subaccount",
+                "order_group_id",
+                "api_key_id",
+                "reason",
+                "request_id",
+                "client_ip",
+                "user_agent",
+            )
+        }
+        result = {
+            "attempt_seq": attempt["seq"],
+            "latency_ms": self.random.randrange(8, 400),
+            "params": {**attempt["params"], **(params or {})},
+        }
         if self.random.random() < failed_rate:
             status, code, error = self.random.choice(ERRORS)
-            self._emit(attempt["actor_username"], attempt["action"], "failed", **same, **result,
-                       upstream_status=status, error_code=code, error=error)
+            self._emit(
+                attempt["actor_username"],
+                attempt["action"],
+                "failed",
+                **same,
+                **result,
+                upstream_status=status,
+                error_code=code,
+                error=error,
+            )
         else:
             self._emit(attempt["actor_username"], attempt["action"], "succeeded", **same, **result)
 
@@ -155,13 +205,20 @@ class Generator:
         action = self.random.choices(["trigger", "reset", "update_limit", "create", "delete"], [30, 25, 20, 15, 10])[0]
         fields = {"environment": "production", "subaccount": subaccount, "api_key_id": "bench-key-1"}
         if action == "create":
-            attempt = self._emit(actor, "create", "attempted", **fields,
-                                 params={"contracts_limit": self.random.randrange(1, 500), "exchange_index": 0})
+            attempt = self._emit(
+                actor,
+                "create",
+                "attempted",
+                **fields,
+                params={"contracts_limit": self.random.randrange(1, 500), "exchange_index": 0},
+            )
             self._result(attempt, params={"order_group_id": group_id})
             return
         if action == "update_limit":
-            fields["params"] = {"contracts_limit": self.random.randrange(1, 500),
-                                "previous_limit": self.random.randrange(1, 500)}
+            fields["params"] = {
+                "contracts_limit": self.random.randrange(1, 500),
+                "previous_limit": self.random.randrange(1, 500),
+            }
         attempt = self._emit(actor, action, "attempted", order_group_id=group_id, reason=self._reason(), **fields)
         if self.seq >= self.next_unknown:
             self.next_unknown += self.unknown_every
@@ -175,10 +232,21 @@ class Generator:
         subaccounts = sorted(self.random.sample(range(33), self.random.randrange(1, 6)))
         sweep = self._emit(actor, action, "attempted", reason=reason, params={"subaccounts": subaccounts})
         per_group = "trigger" if action == "kill_switch_trigger" else "reset"
-        attempts = [self._emit(actor, per_group, "attempted", environment="production", subaccount=sub,
-                               order_group_id=self._id(), api_key_id="bench-key-1", reason=reason,
-                               params={"kill_switch": sweep["seq"]})
-                    for sub in subaccounts for _ in range(self.random.randrange(1, 8))]
+        attempts = [
+            self._emit(
+                actor,
+                per_group,
+                "attempted",
+                environment="production",
+                subaccount=sub,
+                order_group_id=self._id(),
+                api_key_id="bench-key-1",
+                reason=reason,
+                params={"kill_switch": sweep["seq"]},
+            )
+            for sub in subaccounts
+            for _ in range(self.random.randrange(1, 8))
+        ]
         for attempt in attempts:
             self._result(attempt, failed_rate=0.03)
         self._result(sweep, failed_rate=0, params={"groups": len(attempts), "failed": 0, "changed": len(attempts)})
@@ -189,18 +257,36 @@ class Generator:
         if roll < 0.45:
             self._emit(person, "login", "succeeded")
         elif roll < 0.55:
-            self._emit("", "login", "failed", params={"username": self.random.choice([person, "admin", "root"])},
-                       error="wrong username or password")
+            self._emit(
+                "",
+                "login",
+                "failed",
+                params={"username": self.random.choice([person, "admin", "root"])},
+                error="wrong username or password",
+            )
         elif roll < 0.85:
             self._emit(person, "logout", "succeeded", params={"why": "idle"} if roll < 0.65 else {})
         elif roll < 0.97:
             subaccount, group_id = self._group()
-            self._emit("vera", self.random.choice(["trigger", "reset"]), "denied", subaccount=subaccount,
-                       order_group_id=group_id, error="permission denied")
+            self._emit(
+                "vera",
+                self.random.choice(["trigger", "reset"]),
+                "denied",
+                subaccount=subaccount,
+                order_group_id=group_id,
+                error="permission denied",
+            )
         else:
             action = self.random.choice(["credential_test", "credential_rotate", "subaccount_assign", "role_change"])
-            attempt = self._emit("ada", action, "attempted", environment="production", api_key_id="bench-key-1",
-                                 subaccount=self.random.randrange(33), params={"label": "desk key"})
+            attempt = self._emit(
+                "ada",
+                action,
+                "attempted",
+                environment="production",
+                api_key_id="bench-key-1",
+                subaccount=self.random.randrange(33),
+                params={"label": "desk key"},
+            )
             self._result(attempt, failed_rate=0.02)
 
     def batches(self, size: int = 20000):
@@ -211,8 +297,14 @@ class Generator:
                 self._group_operation()
             elif roll < 0.70:
                 subaccount, group_id = self._group()
-                self._emit("exchange", "trigger", "observed", subaccount=subaccount, order_group_id=group_id,
-                           params={"contracts_limit": self.random.randrange(1, 500)})
+                self._emit(
+                    "exchange",
+                    "trigger",
+                    "observed",
+                    subaccount=subaccount,
+                    order_group_id=group_id,
+                    params={"contracts_limit": self.random.randrange(1, 500)},
+                )
             elif roll < 0.7015:
                 self._kill_switch()
             else:
@@ -252,15 +344,18 @@ def write(rows: list[dict]) -> None:
         from psycopg.types.json import Jsonb
 
         connection.ensure_connection()
-        with connection.connection.cursor() as cursor, cursor.copy(
-            f"COPY ogpanel_auditevent ({', '.join(columns)}) FROM STDIN"
-        ) as copy:
+        with (
+            connection.connection.cursor() as cursor,
+            cursor.copy(f"COPY ogpanel_auditevent ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row([Jsonb(row[c]) if c == "params" else row[c] for c in columns])
         return
     adapt = connection.ops.adapt_datetimefield_value
-    values = [[json.dumps(row[c]) if c == "params" else adapt(row[c]) if c == "at" else row[c] for c in columns]
-              for row in rows]
+    values = [
+        [json.dumps(row[c]) if c == "params" else adapt(row[c]) if c == "at" else row[c] for c in columns]
+        for row in rows
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO ogpanel_auditevent ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
@@ -291,6 +386,7 @@ def generate(total: int, users: dict[str, int]) -> float:
 
 # --- measurements -------------------------------------------------------------------------------
 
+
 def bench_users() -> tuple:
     from django.contrib.auth.models import Group, User
 
@@ -311,8 +407,9 @@ def bench_users() -> tuple:
 def verify_audit(database_url: str) -> tuple[float, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.settings", "DATABASE_URL": database_url}
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     elapsed = time.monotonic() - began
     return elapsed, (done.stdout + done.stderr).strip().splitlines()[0]
 
@@ -341,8 +438,14 @@ def explain(client, url: str) -> str:
 
     with CaptureQueriesContext(connection) as queries:
         client.get(url)
-    sql = next((q["sql"] for q in queries.captured_queries
-                if 'ORDER BY "ogpanel_auditevent"."seq" DESC' in q["sql"] and "LIMIT" in q["sql"]), None)
+    sql = next(
+        (
+            q["sql"]
+            for q in queries.captured_queries
+            if 'ORDER BY "ogpanel_auditevent"."seq" DESC' in q["sql"] and "LIMIT" in q["sql"]
+        ),
+        None,
+    )
     if sql is None or connection.vendor != "postgresql":
         return ""
     with connection.cursor() as cursor:
@@ -422,17 +525,21 @@ def main() -> int:
         url = f"/audit/?{query}"
         median, worst, status, shown = timed_get(clients[who], url, args.repeat)
         target = f"<= 100 ms: {common.verdict(median <= 100)}" if query else ""
-        rows.append((f"page: {label}", f"{median:,.0f} ms (max {worst:,.0f})", f"HTTP {status}, {shown} events",
-                     target))
+        rows.append(
+            (f"page: {label}", f"{median:,.0f} ms (max {worst:,.0f})", f"HTTP {status}, {shown} events", target)
+        )
         if args.explain:
             print(f"{label}: {url}\n{explain(clients[who], url)}")
     for query in ("actor=trader07", "actor=trader07&outcome=failed"):
         median, worst, status, shown = timed_get(clients["admin"], f"/audit/export.csv?{query}", min(args.repeat, 3))
-        rows.append((f"CSV export: {query}", f"{median:,.0f} ms (max {worst:,.0f})", f"HTTP {status}, {shown:,} rows",
-                     ""))
+        rows.append(
+            (f"CSV export: {query}", f"{median:,.0f} ms (max {worst:,.0f})", f"HTTP {status}, {shown:,} rows", "")
+        )
 
-    print(f"\n{AuditEvent.objects.count():,} audit events; {common.describe_database()}; "
-          f"page times are medians of {args.repeat} requests after a warm-up, in process")
+    print(
+        f"\n{AuditEvent.objects.count():,} audit events; {common.describe_database()}; "
+        f"page times are medians of {args.repeat} requests after a warm-up, in process"
+    )
     print(f"Machine: {common.machine()}\n")
     print(common.table(("measurement", "time", "result", "target"), rows))
     return 0

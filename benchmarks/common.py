@@ -48,6 +48,7 @@ DASHBOARD_POLL = {"HX-Request": "true", "HX-Trigger": "groups"}
 
 # --- Django ----------------------------------------------------------------------------------
 
+
 def arguments(doc: str) -> argparse.ArgumentParser:
     """The options every panel benchmark takes: where its database is, and a tiny run that only checks it works."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -56,8 +57,9 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def configure(*, database_url: str | None = None, tier: str = "basic", list_cache_seconds: float | None = None,
-              **environment: str) -> str:
+def configure(
+    *, database_url: str | None = None, tier: str = "basic", list_cache_seconds: float | None = None, **environment: str
+) -> str:
     """Point Django at a fresh database, set up, migrate; returns the DATABASE_URL in use.
 
     Without `database_url`, a SQLite file in a new temporary directory. A PostgreSQL URL must name
@@ -71,13 +73,15 @@ def configure(*, database_url: str | None = None, tier: str = "basic", list_cach
         _recreate_postgres(database_url)
     from ogpanel import vault
 
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
-        "DATABASE_URL": database_url,
-        "OGPANEL_ENCRYPTION_KEYS": os.environ.get("OGPANEL_ENCRYPTION_KEYS") or vault.new_key_entry("bench"),
-        "OGPANEL_KALSHI_TIER": tier,
-        **environment,
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "benchmarks.settings",
+            "DATABASE_URL": database_url,
+            "OGPANEL_ENCRYPTION_KEYS": os.environ.get("OGPANEL_ENCRYPTION_KEYS") or vault.new_key_entry("bench"),
+            "OGPANEL_KALSHI_TIER": tier,
+            **environment,
+        }
+    )
     if list_cache_seconds is not None:
         os.environ["OGPANEL_LIST_CACHE_SECONDS"] = str(list_cache_seconds)
     import django
@@ -112,6 +116,7 @@ def describe_database() -> str:
 
 # --- keys, simulator, seeded data ----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Key:
     """A throwaway RSA key: PKCS#8 for the panel, PKCS#1 for the official client (as its docs show)."""
@@ -124,12 +129,15 @@ class Key:
 def new_key() -> Key:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return Key(
-        pem=private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
-        pkcs1_pem=private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                        serialization.NoEncryption()),
-        public_pem=private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo),
+        pem=private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        pkcs1_pem=private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        ),
+        public_pem=private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
     )
 
 
@@ -142,7 +150,9 @@ def start_simulator(key: Key, *, latency: float = 0.0, tier: str | None = None):
     return sim
 
 
-def seed_groups(sim, *, groups: int, subaccounts: Iterable[int] = SUBACCOUNTS, limit: int = 100) -> dict[int, list[str]]:
+def seed_groups(
+    sim, *, groups: int, subaccounts: Iterable[int] = SUBACCOUNTS, limit: int = 100
+) -> dict[int, list[str]]:
     """`groups` active order groups on each subaccount, created directly in the simulator (no HTTP)."""
     return {n: [sim.create_group(n, limit) for _ in range(groups)] for n in subaccounts}
 
@@ -153,8 +163,13 @@ def make_credential(sim, key: Key, *, subaccounts: Iterable[int] = SUBACCOUNTS, 
     from ogpanel.kalshi import load_private_key, public_key_fingerprint
     from ogpanel.models import Credential, Subaccount
 
-    credential = Credential(label=label, environment=Credential.Environment.CUSTOM, custom_base_url=sim.base_url,
-                            key_id=KEY_ID, fingerprint=public_key_fingerprint(load_private_key(key.pem)))
+    credential = Credential(
+        label=label,
+        environment=Credential.Environment.CUSTOM,
+        custom_base_url=sim.base_url,
+        key_id=KEY_ID,
+        fingerprint=public_key_fingerprint(load_private_key(key.pem)),
+    )
     credential.private_key_encrypted = vault.encrypt(key.pem, bound_to=str(credential.uuid))
     credential.save()
     Subaccount.objects.bulk_create(Subaccount(number=n, credential=credential, label=f"desk {n}") for n in subaccounts)
@@ -191,11 +206,14 @@ def auth_headers(user) -> dict[str, str]:
     client.force_login(user)
     csrf = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
     session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={session}; {settings.CSRF_COOKIE_NAME}={csrf}",
-            "X-CSRFToken": csrf}
+    return {
+        "Cookie": f"{settings.SESSION_COOKIE_NAME}={session}; {settings.CSRF_COOKIE_NAME}={csrf}",
+        "X-CSRFToken": csrf,
+    }
 
 
 # --- the panel over HTTP -------------------------------------------------------------------------
+
 
 class Gunicorn:
     """The panel under gunicorn in a subprocess, as deployed (Dockerfile), on this benchmark's database."""
@@ -205,9 +223,22 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "ogpanel.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--threads", str(threads), "--timeout", "60", "--log-level", "warning"],
-            cwd=ROOT, env=env,
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "ogpanel.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -239,6 +270,7 @@ def free_port() -> int:
 
 # --- Kalshi's official client, in its own interpreter ---------------------------------------------
 
+
 def official_python() -> str:
     """An interpreter that has kalshi-python-sync: this one, or benchmarks/.venv-official (built on first use)."""
     if importlib.util.find_spec("kalshi_python_sync") is not None:
@@ -264,8 +296,12 @@ class OfficialClient:
     """
 
     def __init__(self, sim, key: Key) -> None:
-        self.process = subprocess.Popen([official_python(), str(BENCHMARKS / "official_client.py")],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [official_python(), str(BENCHMARKS / "official_client.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.ask({"op": "configure", "host": sim.base_url, "key_id": KEY_ID, "pem": key.pkcs1_pem.decode()})
 
     def ask(self, command: dict) -> dict:
@@ -294,6 +330,7 @@ class OfficialClient:
 
 # --- results ---------------------------------------------------------------------------------------
 
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile (p50 of 1..100 is 50, p99 is 99)."""
     ordered = sorted(values)
@@ -307,8 +344,10 @@ def median(values: Sequence[float]) -> float:
 def machine() -> str:
     """CPU count, Python, OS, and the load when measuring (the machine may be shared)."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}, "
-            f"load average {load}")
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+        f"load average {load}"
+    )
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -70,19 +70,35 @@ def main() -> None:
 
     rtt, dash, seq = common.median(round_trips), common.median(dashboard), common.median(sequential)
     ms = lambda seconds: f"{seconds * 1000:.0f} ms"  # noqa: E731
-    print(f"\nBenchmark 1, dashboard fan-out: {len(common.SUBACCOUNTS)} subaccounts x {args.groups} groups, "
-          f"simulator latency {ms(args.latency)}, tier {args.tier}; panel under gunicorn (1 worker, 4 threads), "
-          f"{common.describe_database()}")
+    print(
+        f"\nBenchmark 1, dashboard fan-out: {len(common.SUBACCOUNTS)} subaccounts x {args.groups} groups, "
+        f"simulator latency {ms(args.latency)}, tier {args.tier}; panel under gunicorn (1 worker, 4 threads), "
+        f"{common.describe_database()}"
+    )
     print(common.machine() + "\n")
-    print(common.table(["measure", "result", "target", "verdict"], [
-        ["one upstream round trip (official client, one list, median of 10)", ms(rtt), "", ""],
-        [f"dashboard fragment over HTTP, median of {args.runs}", ms(dash), f"<= 1.5x round trip = {ms(1.5 * rtt)}",
-         common.verdict(dash <= 1.5 * rtt)],
-        ["dashboard fragment, p90 / max", f"{ms(common.percentile(dashboard, 90))} / {ms(max(dashboard))}", "", ""],
-        [f"33 lists one after another (official client), median of {len(sequential)}", ms(seq), "", ""],
-        ["sequential / dashboard", f"{seq / dash:.1f}x", ">= 10x", common.verdict(seq / dash >= 10)],
-        ["429s from the simulator", limited, "0", common.verdict(limited == 0)],
-    ]))
+    print(
+        common.table(
+            ["measure", "result", "target", "verdict"],
+            [
+                ["one upstream round trip (official client, one list, median of 10)", ms(rtt), "", ""],
+                [
+                    f"dashboard fragment over HTTP, median of {args.runs}",
+                    ms(dash),
+                    f"<= 1.5x round trip = {ms(1.5 * rtt)}",
+                    common.verdict(dash <= 1.5 * rtt),
+                ],
+                [
+                    "dashboard fragment, p90 / max",
+                    f"{ms(common.percentile(dashboard, 90))} / {ms(max(dashboard))}",
+                    "",
+                    "",
+                ],
+                [f"33 lists one after another (official client), median of {len(sequential)}", ms(seq), "", ""],
+                ["sequential / dashboard", f"{seq / dash:.1f}x", ">= 10x", common.verdict(seq / dash >= 10)],
+                ["429s from the simulator", limited, "0", common.verdict(limited == 0)],
+            ],
+        )
+    )
 
 
 def fetch_dashboard(session: requests.Session, url: str, headers: dict, expected_groups: int) -> float:

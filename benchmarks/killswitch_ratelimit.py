@@ -41,8 +41,12 @@ def main() -> None:
     common.make_credential(sim, key, subaccounts=numbers)
     operator = common.make_user("otto", "ops")
     headers = {**common.auth_headers(operator), **common.HTMX}
-    form = {"operation": "trigger_all", "reason": "benchmark", "confirm": "TRIGGER",
-            "reauth_password": "otto-password-1"}
+    form = {
+        "operation": "trigger_all",
+        "reason": "benchmark",
+        "confirm": "TRIGGER",
+        "reauth_password": "otto-password-1",
+    }
     total = args.groups * args.subaccounts
     writes_per_second = TIERS[args.tier][1] / 10
     floor = total / writes_per_second
@@ -69,20 +73,36 @@ def main() -> None:
     failed = results.filter(outcome="failed").count()
     ok_chain = audit.verify().ok
 
-    print(f"\nBenchmark 3, kill switch at the rate limit: {args.subaccounts} subaccounts x {args.groups} groups, "
-          f"tier {args.tier} ({writes_per_second:g} writes/s), simulator latency {args.latency * 1000:.0f} ms; "
-          f"panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}")
+    print(
+        f"\nBenchmark 3, kill switch at the rate limit: {args.subaccounts} subaccounts x {args.groups} groups, "
+        f"tier {args.tier} ({writes_per_second:g} writes/s), simulator latency {args.latency * 1000:.0f} ms; "
+        f"panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}"
+    )
     print(common.machine() + "\n")
-    print(common.table(["measure", "result", "target", "verdict"], [
-        ["groups triggered (simulator state)", f"{triggered} of {total}", f"{total}", common.verdict(triggered == total)],
-        ["floor: groups / writes per second", f"{floor:.1f} s", "", ""],
-        ["kill switch wall time (HTTP POST to answer)", f"{wall:.1f} s", f"<= {1.1 * floor:.1f} s",
-         common.verdict(wall <= 1.1 * floor)],
-        ["wall / floor", f"{wall / floor:.2f}x", "<= 1.1x", common.verdict(wall <= 1.1 * floor)],
-        ["429s from the simulator", limited, "0", common.verdict(limited == 0)],
-        ["per-group failures in the audit log", failed, "0", common.verdict(failed == 0)],
-        ["audit chain verifies", ok_chain, "True", common.verdict(ok_chain)],
-    ]))
+    print(
+        common.table(
+            ["measure", "result", "target", "verdict"],
+            [
+                [
+                    "groups triggered (simulator state)",
+                    f"{triggered} of {total}",
+                    f"{total}",
+                    common.verdict(triggered == total),
+                ],
+                ["floor: groups / writes per second", f"{floor:.1f} s", "", ""],
+                [
+                    "kill switch wall time (HTTP POST to answer)",
+                    f"{wall:.1f} s",
+                    f"<= {1.1 * floor:.1f} s",
+                    common.verdict(wall <= 1.1 * floor),
+                ],
+                ["wall / floor", f"{wall / floor:.2f}x", "<= 1.1x", common.verdict(wall <= 1.1 * floor)],
+                ["429s from the simulator", limited, "0", common.verdict(limited == 0)],
+                ["per-group failures in the audit log", failed, "0", common.verdict(failed == 0)],
+                ["audit chain verifies", ok_chain, "True", common.verdict(ok_chain)],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

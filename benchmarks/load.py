@@ -53,15 +53,26 @@ class UserStats:
 def sign_in(session: requests.Session, url: str, username: str) -> None:
     page = session.get(url + "/accounts/login/", timeout=30)
     token = _CSRF.search(page.text).group(1)
-    answer = session.post(url + "/accounts/login/", timeout=60, allow_redirects=False,
-                          data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token})
+    answer = session.post(
+        url + "/accounts/login/",
+        timeout=60,
+        allow_redirects=False,
+        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+    )
     if answer.status_code != 302:
         raise RuntimeError(f"{username} could not sign in: HTTP {answer.status_code}")
     session.get(url + "/", timeout=30).raise_for_status()  # the dashboard page itself, once
 
 
-def poll(url: str, username: str, ready: threading.Barrier, go: threading.Event, window: dict, interval: float,
-         stats: UserStats) -> None:
+def poll(
+    url: str,
+    username: str,
+    ready: threading.Barrier,
+    go: threading.Event,
+    window: dict,
+    interval: float,
+    stats: UserStats,
+) -> None:
     with requests.Session() as session:
         # A connection per request, as a reverse proxy without upstream keep-alive (nginx's default) sends them.
         session.headers["Connection"] = "close"
@@ -155,8 +166,12 @@ def main() -> int:
         ready, go = threading.Barrier(args.users + 1), threading.Event()
         window: dict = {}
         stats = [UserStats() for _ in usernames]
-        threads = [threading.Thread(target=poll, args=(server.url, name, ready, go, window, args.interval, user_stats),
-                                    daemon=True) for name, user_stats in zip(usernames, stats)]
+        threads = [
+            threading.Thread(
+                target=poll, args=(server.url, name, ready, go, window, args.interval, user_stats), daemon=True
+            )
+            for name, user_stats in zip(usernames, stats)
+        ]
         for thread in threads:
             thread.start()
         ready.wait()  # everyone signed in and saw the dashboard once
@@ -194,10 +209,12 @@ def main() -> int:
         ("upstream reads", f"{reads:,} ({reads / elapsed:.1f}/s; Basic allows 20/s)", ""),
         ("upstream 429s", str(limited), f"0: {common.verdict(limited == 0)}"),
     ]
-    print(f"\n{args.users} users polling every {args.interval:g} s for {args.duration:g} s; "
-          f"gunicorn {args.workers} workers x {args.threads} threads; {common.describe_database()}; "
-          f"{'Redis' if args.redis_url else 'per-process'} cache; simulator {args.latency * 1000:g} ms, Basic tier; "
-          f"{args.subaccounts} subaccounts x {args.groups} groups")
+    print(
+        f"\n{args.users} users polling every {args.interval:g} s for {args.duration:g} s; "
+        f"gunicorn {args.workers} workers x {args.threads} threads; {common.describe_database()}; "
+        f"{'Redis' if args.redis_url else 'per-process'} cache; simulator {args.latency * 1000:g} ms, Basic tier; "
+        f"{args.subaccounts} subaccounts x {args.groups} groups"
+    )
     print(f"Machine: {common.machine()}; database {database_url}\n")
     print(common.table(("measure", "result", "target"), rows))
     return 0

@@ -68,9 +68,18 @@ def _record_after_commit(request: HttpRequest, user, before: dict) -> None:
     def record() -> None:
         after = _access(user_pk)
         if after != before:
-            audit.append(actor, action="role_change", outcome=AuditEvent.Outcome.SUCCEEDED, params={
-                "username": username, "user_id": user_pk, "before": before, "after": after, "via": "admin",
-            })
+            audit.append(
+                actor,
+                action="role_change",
+                outcome=AuditEvent.Outcome.SUCCEEDED,
+                params={
+                    "username": username,
+                    "user_id": user_pk,
+                    "before": before,
+                    "after": after,
+                    "via": "admin",
+                },
+            )
 
     transaction.on_commit(record)
 

@@ -60,10 +60,15 @@ class Trip:
 
     def as_json(self) -> dict:
         return {
-            "event": "order_group_tripped", "subaccount": self.subaccount, "subaccount_label": self.label,
-            "order_group_id": self.order_group_id, "contracts_limit": self.contracts_limit,
-            "observed_at": self.observed_at.astimezone(timezone.utc).isoformat(), "environment": self.environment,
-            "audit_seq": self.audit_seq, "url": self.url or None,
+            "event": "order_group_tripped",
+            "subaccount": self.subaccount,
+            "subaccount_label": self.label,
+            "order_group_id": self.order_group_id,
+            "contracts_limit": self.contracts_limit,
+            "observed_at": self.observed_at.astimezone(timezone.utc).isoformat(),
+            "environment": self.environment,
+            "audit_seq": self.audit_seq,
+            "url": self.url or None,
         }
 
 
@@ -71,15 +76,24 @@ def _trip(alert: TripAlert) -> Trip:
     label = Subaccount.objects.filter(number=alert.subaccount).values_list("label", flat=True).first() or ""
     path = reverse("group_detail", args=[alert.subaccount, alert.order_group_id])
     public = settings.OGPANEL_PUBLIC_URL.rstrip("/")
-    return Trip(alert.subaccount, label, alert.order_group_id, alert.contracts_limit, alert.observed_at,
-                alert.event.environment, alert.event.seq, public + path if public else "")
+    return Trip(
+        alert.subaccount,
+        label,
+        alert.order_group_id,
+        alert.contracts_limit,
+        alert.observed_at,
+        alert.event.environment,
+        alert.event.seq,
+        public + path if public else "",
+    )
 
 
 def _webhook(trip: Trip) -> None:
     body = {"text": trip.text} if settings.OGPANEL_ALERT_WEBHOOK_FORMAT == "slack" else trip.as_json()
     # No redirects: the URL is often a secret (Slack's is) and must be the only place the alert goes.
-    response = requests.post(settings.OGPANEL_ALERT_WEBHOOK_URL, json=body, timeout=WEBHOOK_TIMEOUT,
-                             allow_redirects=False)
+    response = requests.post(
+        settings.OGPANEL_ALERT_WEBHOOK_URL, json=body, timeout=WEBHOOK_TIMEOUT, allow_redirects=False
+    )
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"webhook answered HTTP {response.status_code}")
 
@@ -134,20 +148,30 @@ def deliver(alert: TripAlert, now: datetime) -> bool:
         alert.last_error = "; ".join(errors)
         alert.next_attempt_at = now + retry_delay(alert.attempts) if alert.attempts < MAX_ATTEMPTS else None
         log = logger.warning if alert.next_attempt_at else logger.error
-        log("trip alert for %s on subaccount %s not delivered (attempt %s%s): %s", alert.order_group_id,
-            alert.subaccount, alert.attempts, "" if alert.next_attempt_at else ", giving up", alert.last_error)
+        log(
+            "trip alert for %s on subaccount %s not delivered (attempt %s%s): %s",
+            alert.order_group_id,
+            alert.subaccount,
+            alert.attempts,
+            "" if alert.next_attempt_at else ", giving up",
+            alert.last_error,
+        )
     else:
         alert.delivered_at, alert.next_attempt_at, alert.last_error = now, None, ""
-    alert.save(update_fields=["webhook_sent_at", "email_sent_at", "attempts", "last_error", "next_attempt_at",
-                              "delivered_at"])
+    alert.save(
+        update_fields=["webhook_sent_at", "email_sent_at", "attempts", "last_error", "next_attempt_at", "delivered_at"]
+    )
     return not errors
 
 
 def deliver_due(*, now: datetime | None = None, limit: int = 100) -> int:
     """Send every alert whose time has come; returns how many were fully delivered."""
     now = now or datetime.now(timezone.utc)
-    due = (TripAlert.objects.filter(delivered_at=None, next_attempt_at__lte=now).select_related("event")
-           .order_by("next_attempt_at")[:limit])
+    due = (
+        TripAlert.objects.filter(delivered_at=None, next_attempt_at__lte=now)
+        .select_related("event")
+        .order_by("next_attempt_at")[:limit]
+    )
     return sum(deliver(alert, now) for alert in list(due) if _claim(alert, now))
 
 

@@ -33,9 +33,28 @@ _LOCK_ID = 0x6F6770616E656C  # "ogpanel"; the PostgreSQL advisory lock serializi
 
 # Fields covered by the hash, in a fixed order; the hash and the row id are not.
 CHAINED_FIELDS = (
-    "seq", "at", "actor_id", "actor_username", "actor_role", "action", "environment", "subaccount",
-    "order_group_id", "api_key_id", "params", "reason", "request_id", "client_ip", "user_agent",
-    "outcome", "attempt_seq", "upstream_status", "error_code", "error", "latency_ms", "prev_hash",
+    "seq",
+    "at",
+    "actor_id",
+    "actor_username",
+    "actor_role",
+    "action",
+    "environment",
+    "subaccount",
+    "order_group_id",
+    "api_key_id",
+    "params",
+    "reason",
+    "request_id",
+    "client_ip",
+    "user_agent",
+    "outcome",
+    "attempt_seq",
+    "upstream_status",
+    "error_code",
+    "error",
+    "latency_ms",
+    "prev_hash",
 )
 
 
@@ -144,8 +163,9 @@ def _fit(values: dict) -> dict:
     return fitted
 
 
-def append(actor: Actor, *, action: str, outcome: str, within: Callable[[AuditEvent], None] | None = None,
-           **fields) -> AuditEvent:
+def append(
+    actor: Actor, *, action: str, outcome: str, within: Callable[[AuditEvent], None] | None = None, **fields
+) -> AuditEvent:
     """Append one event to the chain and commit it before returning.
 
     `within(event)` runs inside the append's transaction: rows that must exist exactly when the
@@ -174,11 +194,26 @@ def append_many(actor: Actor, *, action: str, outcome: str, fields: list[dict]) 
 
 def _values(actor: Actor, action: str, outcome: str, fields: dict) -> dict:
     values = {
-        "at": _now(), "actor_id": actor.user_id, "actor_username": actor.username, "actor_role": actor.role,
-        "request_id": actor.request_id, "client_ip": actor.client_ip, "user_agent": actor.user_agent,
-        "action": action, "outcome": outcome, "environment": "", "subaccount": None, "order_group_id": "",
-        "api_key_id": "", "params": {}, "reason": "", "attempt_seq": None, "upstream_status": None,
-        "error_code": "", "error": "", "latency_ms": None,
+        "at": _now(),
+        "actor_id": actor.user_id,
+        "actor_username": actor.username,
+        "actor_role": actor.role,
+        "request_id": actor.request_id,
+        "client_ip": actor.client_ip,
+        "user_agent": actor.user_agent,
+        "action": action,
+        "outcome": outcome,
+        "environment": "",
+        "subaccount": None,
+        "order_group_id": "",
+        "api_key_id": "",
+        "params": {},
+        "reason": "",
+        "attempt_seq": None,
+        "upstream_status": None,
+        "error_code": "",
+        "error": "",
+        "latency_ms": None,
     }
     unknown = set(fields) - set(values)
     if unknown:
@@ -233,8 +268,9 @@ _GROUP_KEYS = ("order_group_id", "group_id")  # services say order_group_id; URL
 _MAX_SUBACCOUNT_FIELD = 63  # Subaccount.number's own bound; larger values stay in params as text
 
 
-def record_denial(request: HttpRequest, action: Action | str, detail: dict, *,
-                  error: str = "permission denied") -> AuditEvent:
+def record_denial(
+    request: HttpRequest, action: Action | str, detail: dict, *, error: str = "permission denied"
+) -> AuditEvent:
     """A refused action: permission denied, or invalid input (`error="invalid input: ..."`).
 
     `detail` is what the client asked for (view kwargs, form fields); the subaccount and group
@@ -276,7 +312,11 @@ class Pending:
     def __init__(self, actor: Actor, action: str, *, credential=None, recorded: AuditEvent | None = None, **fields):
         fields = _with_credential(credential, **fields)
         self.actor, self.action, self.fields = actor, action, fields
-        self.event = recorded if recorded is not None else append(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, **fields)
+        self.event = (
+            recorded
+            if recorded is not None
+            else append(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, **fields)
+        )
         self.began = time.monotonic()
         self.result: AuditEvent | None = None
         self.result_params: dict = {}
@@ -303,9 +343,14 @@ class Pending:
             latency = time.monotonic() - self.began
         same = ("environment", "subaccount", "order_group_id", "api_key_id", "reason")
         self.result = append(
-            self.actor, action=self.action, outcome=outcome, attempt_seq=self.event.seq,
-            params={**self.fields.get("params", {}), **params}, latency_ms=round(latency * 1000),
-            **{k: v for k, v in self.fields.items() if k in same}, **result,
+            self.actor,
+            action=self.action,
+            outcome=outcome,
+            attempt_seq=self.event.seq,
+            params={**self.fields.get("params", {}), **params},
+            latency_ms=round(latency * 1000),
+            **{k: v for k, v in self.fields.items() if k in same},
+            **result,
         )
         return self.result
 
@@ -408,9 +453,12 @@ def _check_part(low: int | None, high: int | None, chunk_size: int) -> _Part:
             return _Part(count, first or (0, ""), last or (0, ""))
         computed = _hashes(rows)
         seqs, prevs, stored = ([row[i] for row in rows] for i in (_SEQ, _PREV, -1))
-        intact = (computed == stored and prevs[1:] == stored[:-1]
-                  and seqs == list(range(seqs[0], seqs[0] + len(rows)))
-                  and (last is None or _link_problem(seqs[0], prevs[0], last[0] + 1, last[1]) is None))
+        intact = (
+            computed == stored
+            and prevs[1:] == stored[:-1]
+            and seqs == list(range(seqs[0], seqs[0] + len(rows)))
+            and (last is None or _link_problem(seqs[0], prevs[0], last[0] + 1, last[1]) is None)
+        )
         if not intact:  # find the first bad event, checking as one pass would (the loop returns)
             for n, (seq, prev_hash, ours, theirs) in enumerate(zip(seqs, prevs, computed, stored), start=count + 1):
                 problem = _link_problem(seq, prev_hash, last[0] + 1, last[1]) if last else None
@@ -434,8 +482,9 @@ def _hashes(rows: list[tuple]) -> list[str]:
     for name, values in zip(_SORTED_FIELDS, columns):
         if name == "params":
             known: dict[str, str] = {}
-            parts.append([known[text] if text in known else known.setdefault(text, _json(json.loads(text)))
-                          for text in values])
+            parts.append(
+                [known[text] if text in known else known.setdefault(text, _json(json.loads(text))) for text in values]
+            )
             continue
         if name == "at":
             values = [timestamp(at) if isinstance(at, datetime) else at for at in values]

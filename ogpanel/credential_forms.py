@@ -26,16 +26,20 @@ class KeyForm(forms.Form):
     """The API key id and its private key: what create and rotate both take."""
 
     key_id = forms.CharField(
-        label="API key id", max_length=100,
+        label="API key id",
+        max_length=100,
         help_text="The key id Kalshi shows next to the key (a UUID).",
     )
     private_key = forms.CharField(
-        label="Private key (paste)", required=False, strip=False,
+        label="Private key (paste)",
+        required=False,
+        strip=False,
         widget=forms.Textarea(attrs={"rows": 8, "autocomplete": "off", "spellcheck": "false", "class": "mono"}),
         help_text="The PEM text, from -----BEGIN ... PRIVATE KEY----- to the END line. Or upload the file below.",
     )
     private_key_file = forms.FileField(
-        label="Private key (PEM file)", required=False,
+        label="Private key (PEM file)",
+        required=False,
         help_text="RSA, at least 2048 bits, PKCS#1 or PKCS#8, without a passphrase.",
     )
 
@@ -89,10 +93,14 @@ class KeyForm(forms.Form):
 
 
 class CredentialForm(KeyForm):
-    label = forms.CharField(max_length=100, help_text="How operators will recognise this key, e.g. 'Desk A production'.")
+    label = forms.CharField(
+        max_length=100, help_text="How operators will recognise this key, e.g. 'Desk A production'."
+    )
     environment = forms.ChoiceField()
     custom_base_url = forms.CharField(
-        label="Custom base URL", required=False, max_length=200,
+        label="Custom base URL",
+        required=False,
+        max_length=200,
         help_text=f"Only for 'Custom base URL': the API root, ending in {API_PREFIX}.",
     )
     field_order = ["label", "environment", "custom_base_url", "key_id", "private_key", "private_key_file"]
@@ -186,7 +194,7 @@ class SubaccountForm(forms.Form):
 
 
 def subaccounts_phrase(numbers: list[int]) -> str:
-    """"subaccount 3" or "subaccounts 0, 1, 2"; "" for none."""
+    """ "subaccount 3" or "subaccounts 0, 1, 2"; "" for none."""
     if not numbers:
         return ""
     return f"subaccount{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"

@@ -27,9 +27,10 @@ class CredentialUnusable(KalshiError):
 
     def __init__(self, credential: Credential, problem: vault.VaultError):
         super().__init__(
-            str(problem), code="credential_unusable",
+            str(problem),
+            code="credential_unusable",
             operator_message=f"The API key of credential \u201c{credential.label}\u201d cannot be used here: {problem}. "
-                             "An admin must rotate it.",
+            "An admin must rotate it.",
         )
 
 
@@ -42,9 +43,14 @@ def limiter() -> RateLimiter:
 
 def _version(credential: Credential) -> str:
     # The settings a client is built with are part of its version, so overriding them (tests do) takes effect.
-    material = "\n".join([credential.private_key_encrypted, credential.key_id, credential.base_url,
-                          repr((settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT,
-                                settings.OGPANEL_MAX_SUBACCOUNT))])
+    material = "\n".join(
+        [
+            credential.private_key_encrypted,
+            credential.key_id,
+            credential.base_url,
+            repr((settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT, settings.OGPANEL_MAX_SUBACCOUNT)),
+        ]
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -64,7 +64,8 @@ class DashboardFilterForm(forms.Form):
 
     subaccount = forms.TypedChoiceField(label="Subaccount", required=False, coerce=int, empty_value=None)
     state = forms.ChoiceField(
-        label="State", required=False,
+        label="State",
+        required=False,
         choices=[("", "Any state"), ("active", "Active"), ("triggered", "Triggered")],
     )
 
@@ -78,7 +79,9 @@ class GroupCreateForm(forms.Form):
     subaccount = forms.CharField(label="Subaccount", widget=forms.Select)
     contracts_limit = _limit_field("Contracts limit")
     exchange_index = forms.CharField(
-        label="Exchange index", initial="0", max_length=10,
+        label="Exchange index",
+        initial="0",
+        max_length=10,
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
         help_text="0 unless the exchange says otherwise; it is the only shard today.",
     )
@@ -124,7 +127,9 @@ class KillSwitchForm(forms.Form):
 
     operation = forms.ChoiceField(label="What to do", choices=OPERATIONS, widget=forms.RadioSelect)
     subaccount = forms.CharField(
-        label="Subaccount", required=False, widget=forms.Select,
+        label="Subaccount",
+        required=False,
+        widget=forms.Select,
         help_text="For the one-subaccount operations; ignored for “every subaccount”.",
     )
     reason = _reason_field()

@@ -80,7 +80,11 @@ class AuditEvent(models.Model):
     # No database constraint and no cascade: deleting a user must not touch (or be blocked by)
     # the append-only table; the username and role snapshots keep the history readable.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="+",
     )
     actor_username = models.CharField(max_length=150)
@@ -111,8 +115,10 @@ class AuditEvent(models.Model):
         # each filter column gets an index ending in -seq, which serves plain lookups on it too.
         # Free-text search has trigram indexes on PostgreSQL (migration 0006).
         indexes = [
-            models.Index(fields=["action", "-seq"]), models.Index(fields=["outcome", "-seq"]),
-            models.Index(fields=["actor_username", "-seq"]), models.Index(fields=["subaccount", "-seq"]),
+            models.Index(fields=["action", "-seq"]),
+            models.Index(fields=["outcome", "-seq"]),
+            models.Index(fields=["actor_username", "-seq"]),
+            models.Index(fields=["subaccount", "-seq"]),
             models.Index(fields=["order_group_id", "-seq"]),
         ]
 
@@ -135,6 +141,7 @@ class OpenAttempt(models.Model):
 
 
 # --- trip watch (watcher.py, alerts.py) ------------------------------------------------------------
+
 
 class ObservedGroup(models.Model):
     """The watcher's last-known state of one order group, so a restarted watcher reports nothing twice."""

@@ -80,10 +80,16 @@ def _fetch(subaccount: Subaccount) -> Listing:
     try:
         groups = client_for(subaccount.credential).list_order_groups(subaccount=subaccount.number)
     except KalshiError as exc:
-        return Listing(subaccount.number, subaccount.label, error=exc.operator_message, error_kind=type(exc).__name__,
-                       latency_ms=round((time.monotonic() - began) * 1000))
-    return Listing(subaccount.number, subaccount.label, tuple(groups),
-                   latency_ms=round((time.monotonic() - began) * 1000))
+        return Listing(
+            subaccount.number,
+            subaccount.label,
+            error=exc.operator_message,
+            error_kind=type(exc).__name__,
+            latency_ms=round((time.monotonic() - began) * 1000),
+        )
+    return Listing(
+        subaccount.number, subaccount.label, tuple(groups), latency_ms=round((time.monotonic() - began) * 1000)
+    )
 
 
 def _is_fresh(listing: Listing | None) -> bool:

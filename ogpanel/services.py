@@ -21,10 +21,17 @@ KILL_SWITCH_WORKERS = 16  # the rate limiter, not this, sets the pace; this boun
 
 
 def _group_fields(subaccount: Subaccount, order_group_id: str = "", **fields) -> dict:
-    return {"credential": subaccount.credential, "subaccount": subaccount.number, "order_group_id": order_group_id, **fields}
+    return {
+        "credential": subaccount.credential,
+        "subaccount": subaccount.number,
+        "order_group_id": order_group_id,
+        **fields,
+    }
 
 
-def ordergroup_create(*, actor: Actor, subaccount: Subaccount, contracts_limit: int, exchange_index: int = 0) -> CreatedOrderGroup:
+def ordergroup_create(
+    *, actor: Actor, subaccount: Subaccount, contracts_limit: int, exchange_index: int = 0
+) -> CreatedOrderGroup:
     """POST /portfolio/order_groups/create. Never retried: on doubt, list the subaccount to reconcile."""
     params = {"contracts_limit": contracts_limit, "exchange_index": exchange_index}
     try:
@@ -66,13 +73,20 @@ def ordergroup_trigger(*, actor: Actor, subaccount: Subaccount, order_group_id: 
 
 
 def ordergroup_update_limit(
-    *, actor: Actor, subaccount: Subaccount, order_group_id: str, contracts_limit: int,
-    previous_limit: int | None = None, reason: str = "",
+    *,
+    actor: Actor,
+    subaccount: Subaccount,
+    order_group_id: str,
+    contracts_limit: int,
+    previous_limit: int | None = None,
+    reason: str = "",
 ) -> None:
     """PUT /portfolio/order_groups/{id}/limit. A limit below current volume triggers the group."""
     params = {"contracts_limit": contracts_limit, "previous_limit": previous_limit}
     try:
-        with audit.attempt(actor, "update_limit", reason=reason, **_group_fields(subaccount, order_group_id, params=params)):
+        with audit.attempt(
+            actor, "update_limit", reason=reason, **_group_fields(subaccount, order_group_id, params=params)
+        ):
             exchange.client_for(subaccount.credential).update_order_group_limit(
                 order_group_id, contracts_limit, subaccount=subaccount.number
             )
@@ -81,6 +95,7 @@ def ordergroup_update_limit(
 
 
 # --- kill switch -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SweepRow:
@@ -155,10 +170,14 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
             if not todo:
                 return set()
             # Committed, in one transaction, before any of these calls goes out.
-            pendings = audit.Pending.many(actor, per_group, [
-                {"reason": reason, "params": {"kill_switch": sweep.event.seq}, **_group_fields(sub, group_id)}
-                for group_id in todo
-            ])
+            pendings = audit.Pending.many(
+                actor,
+                per_group,
+                [
+                    {"reason": reason, "params": {"kill_switch": sweep.event.seq}, **_group_fields(sub, group_id)}
+                    for group_id in todo
+                ],
+            )
             sent = set()
             for group_id, pending in zip(todo, pendings):
                 future = writers.submit(call, sub, group_id)
@@ -166,8 +185,9 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
                 sent.add(future)
             return sent
 
-        def record(sub: Subaccount, group_id: str, pending: audit.Pending, error: BaseException | None,
-                   latency: float) -> None:
+        def record(
+            sub: Subaccount, group_id: str, pending: audit.Pending, error: BaseException | None, latency: float
+        ) -> None:
             if error is None:
                 pending.succeeded(latency=latency)
                 rows.append(SweepRow(sub.number, group_id, "triggered" if triggering else "reset"))
@@ -178,8 +198,10 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
         # A subaccount's groups go out as soon as its listing is in: writes draw on their own budget
         # and need not wait for the slowest listing. Each result is recorded as its call returns.
         # Only this thread touches the database; worker threads talk to the exchange.
-        with ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS) as readers, \
-                ThreadPoolExecutor(max_workers=KILL_SWITCH_WORKERS) as writers:
+        with (
+            ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS) as readers,
+            ThreadPoolExecutor(max_workers=KILL_SWITCH_WORKERS) as writers,
+        ):
             reads = {readers.submit(selectors.listing, sub, fresh=True): sub for sub in subaccounts}
             waiting = set(reads)
             while waiting:
@@ -193,8 +215,9 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
             selectors.forget_listing(sub)
         rows.sort(key=lambda row: (not row.failed, row.subaccount, row.order_group_id))
         report = SweepReport(action, tuple(rows))
-        sweep.result_params.update(groups=len(rows), failed=report.failures,
-                                   changed=report.count("triggered" if triggering else "reset"))
+        sweep.result_params.update(
+            groups=len(rows), failed=report.failures, changed=report.count("triggered" if triggering else "reset")
+        )
     return report
 
 
@@ -208,6 +231,7 @@ def killswitch_reset(*, actor: Actor, subaccounts: list[Subaccount], reason: str
 
 # --- credentials -------------------------------------------------------------------------------
 
+
 def _seal(credential: Credential, pem: bytes) -> None:
     """Validate the key (raises InvalidInput), then store it encrypted with its fingerprint."""
     key = load_private_key(pem)
@@ -218,7 +242,13 @@ def _seal(credential: Credential, pem: bytes) -> None:
 # sensitive_variables(): an error report must not show the key held in these frames or below.
 @sensitive_variables()
 def credential_create(
-    *, actor: Actor, label: str, environment: str, key_id: str, private_key_pem: bytes, custom_base_url: str = "",
+    *,
+    actor: Actor,
+    label: str,
+    environment: str,
+    key_id: str,
+    private_key_pem: bytes,
+    custom_base_url: str = "",
 ) -> Credential:
     credential = Credential(label=label, environment=environment, key_id=key_id, custom_base_url=custom_base_url)
     _seal(credential, private_key_pem)
@@ -234,8 +264,9 @@ def credential_rotate(*, actor: Actor, credential: Credential, key_id: str, priv
     before = {"key_id": credential.key_id, "fingerprint": credential.fingerprint}
     _seal(credential, private_key_pem)
     credential.key_id = key_id
-    with audit.attempt(actor, "credential_rotate", credential=credential,
-                       params={"label": credential.label, "before": before}) as pending:
+    with audit.attempt(
+        actor, "credential_rotate", credential=credential, params={"label": credential.label, "before": before}
+    ) as pending:
         credential.save()
         pending.result_params["fingerprint"] = credential.fingerprint
     exchange.forget(credential.pk)
@@ -245,8 +276,12 @@ def credential_rotate(*, actor: Actor, credential: Credential, key_id: str, priv
 def credential_remove(*, actor: Actor, credential: Credential) -> None:
     """Remove the credential and unmap the subaccounts that used it (the caller confirmed that)."""
     numbers = list(credential.subaccounts.values_list("number", flat=True))
-    with audit.attempt(actor, "credential_remove", credential=credential,
-                       params={"label": credential.label, "unmapped_subaccounts": numbers}):
+    with audit.attempt(
+        actor,
+        "credential_remove",
+        credential=credential,
+        params={"label": credential.label, "unmapped_subaccounts": numbers},
+    ):
         with transaction.atomic():
             credential.subaccounts.all().delete()
             pk = credential.pk
@@ -256,17 +291,25 @@ def credential_remove(*, actor: Actor, credential: Credential) -> None:
 
 def credential_test(*, actor: Actor, credential: Credential, subaccount: int = 0) -> int:
     """A signed list call with this credential; returns how many groups it saw (raises KalshiError)."""
-    with audit.attempt(actor, "credential_test", credential=credential, subaccount=subaccount,
-                       params={"label": credential.label}) as pending:
+    with audit.attempt(
+        actor, "credential_test", credential=credential, subaccount=subaccount, params={"label": credential.label}
+    ) as pending:
         groups = exchange.client_for(credential).list_order_groups(subaccount=subaccount)
         pending.result_params["groups"] = len(groups)
     return len(groups)
 
 
 def subaccount_assign(*, actor: Actor, number: int, credential: Credential, label: str = "") -> Subaccount:
-    with audit.attempt(actor, "subaccount_assign", credential=credential, subaccount=number,
-                       params={"label": label, "credential": credential.label}):
-        subaccount, _ = Subaccount.objects.update_or_create(number=number, defaults={"credential": credential, "label": label})
+    with audit.attempt(
+        actor,
+        "subaccount_assign",
+        credential=credential,
+        subaccount=number,
+        params={"label": label, "credential": credential.label},
+    ):
+        subaccount, _ = Subaccount.objects.update_or_create(
+            number=number, defaults={"credential": credential, "label": label}
+        )
     selectors.forget_listing(subaccount)
     return subaccount
 

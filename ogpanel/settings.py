@@ -152,8 +152,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # append and fsync of the log rather than a rollback journal's several (every operation
     # commits three times: attempt, result, session), and readers never wait for a writer.
     # synchronous stays FULL: a committed attempt must survive a power cut.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20,
-                                       "init_command": "PRAGMA journal_mode=WAL"}
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL",
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -277,7 +280,8 @@ OGPANEL_ALERT_WEBHOOK_URL = env_str("OGPANEL_ALERT_WEBHOOK_URL")
 OGPANEL_ALERT_WEBHOOK_FORMAT = env_str("OGPANEL_ALERT_WEBHOOK_FORMAT", "json")
 if OGPANEL_ALERT_WEBHOOK_FORMAT not in ("json", "slack"):
     raise ImproperlyConfigured(
-        f"OGPANEL_ALERT_WEBHOOK_FORMAT must be json or slack, got {OGPANEL_ALERT_WEBHOOK_FORMAT!r}")
+        f"OGPANEL_ALERT_WEBHOOK_FORMAT must be json or slack, got {OGPANEL_ALERT_WEBHOOK_FORMAT!r}"
+    )
 OGPANEL_ALERT_EMAILS = env_list("OGPANEL_ALERT_EMAILS")
 # The panel's address as people reach it (https://panel.example.com), for links in alerts.
 OGPANEL_PUBLIC_URL = env_str("OGPANEL_PUBLIC_URL")

@@ -33,8 +33,9 @@ class SubaccountWatch:
     @property
     def ok(self) -> bool:
         """Read at least once, and the last read worked."""
-        return self.last_success_at is not None and (self.last_error_at is None
-                                                       or self.last_success_at >= self.last_error_at)
+        return self.last_success_at is not None and (
+            self.last_error_at is None or self.last_success_at >= self.last_error_at
+        )
 
     @property
     def age_text(self) -> str:
@@ -56,7 +57,7 @@ class WatchHealth:
 
     @property
     def streams_text(self) -> str:
-        """"live updates connected", "live updates: 1 of 2 connected", or "" when no stream is followed."""
+        """ "live updates connected", "live updates: 1 of 2 connected", or "" when no stream is followed."""
         if not self.streams:
             return ""
         connected = sum(stream["state"] == "connected" for stream in self.streams.values())
@@ -75,8 +76,10 @@ class WatchHealth:
             "age_seconds": self.age_seconds,
             "streams": streams,
             "subaccounts": {
-                str(number): {"ok": watch.ok,
-                              "last_success_at": watch.last_success_at.isoformat() if watch.last_success_at else None}
+                str(number): {
+                    "ok": watch.ok,
+                    "last_success_at": watch.last_success_at.isoformat() if watch.last_success_at else None,
+                }
                 for number, watch in self.subaccounts.items()
             },
             "undelivered_alerts": self.undelivered_alerts,
@@ -91,9 +94,16 @@ def stale_after(interval: float) -> float:
 def watch_health(*, now: datetime | None = None) -> WatchHealth:
     now = now or datetime.now(timezone.utc)
     beat = WatcherHeartbeat.objects.filter(pk=1).first()
-    subaccounts = {status.subaccount: SubaccountWatch(status.subaccount, status.last_success_at, status.last_error_at,
-                                                      status.last_error, _age(status.last_success_at, now))
-                   for status in WatcherStatus.objects.all()}
+    subaccounts = {
+        status.subaccount: SubaccountWatch(
+            status.subaccount,
+            status.last_success_at,
+            status.last_error_at,
+            status.last_error,
+            _age(status.last_success_at, now),
+        )
+        for status in WatcherStatus.objects.all()
+    }
     undelivered = TripAlert.objects.filter(delivered_at=None).count()
     if beat is None:
         return WatchHealth("not running", None, None, {}, subaccounts, undelivered)

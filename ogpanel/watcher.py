@@ -48,8 +48,13 @@ logger = logging.getLogger(__name__)
 EXCHANGE = Actor.system("exchange")
 Outcome = AuditEvent.Outcome
 # The panel's own audit action for each kind of change.
-PANEL_ACTIONS = {"created": "create", "triggered": "trigger", "reset": "reset", "deleted": "delete",
-                 "limit_updated": "update_limit"}
+PANEL_ACTIONS = {
+    "created": "create",
+    "triggered": "trigger",
+    "reset": "reset",
+    "deleted": "delete",
+    "limit_updated": "update_limit",
+}
 # A panel call whose attempt has had no result for this long died with its process ("outcome unknown").
 PANEL_CALL_GRACE = timedelta(seconds=120)
 BASELINE_IDS_KEPT = 100  # triggered group ids listed in a baseline event; the count is always exact
@@ -92,11 +97,15 @@ def changes_between(subaccount: int, known: dict[str, ObservedGroup], groups: Co
             # First: a lower limit can trigger the group, never the other way round.
             changes.append(Change("limit_updated", subaccount, group.id, group.contracts_limit, before.contracts_limit))
         if group.triggered != before.triggered:
-            changes.append(Change("triggered" if group.triggered else "reset", subaccount, group.id,
-                                  group.contracts_limit))
+            changes.append(
+                Change("triggered" if group.triggered else "reset", subaccount, group.id, group.contracts_limit)
+            )
     listed = {group.id for group in groups}
-    changes += [Change("deleted", subaccount, group_id, before.contracts_limit)
-                for group_id, before in known.items() if group_id not in listed]
+    changes += [
+        Change("deleted", subaccount, group_id, before.contracts_limit)
+        for group_id, before in known.items()
+        if group_id not in listed
+    ]
     return changes
 
 
@@ -110,9 +119,14 @@ def _move(change: Change, read_at: datetime) -> None:
     if change.kind == "created":
         if rows.exists():
             raise _AlreadyRecorded
-        ObservedGroup.objects.create(subaccount=change.subaccount, order_group_id=change.order_group_id,
-                                     contracts_limit=change.contracts_limit, triggered=False,
-                                     first_seen=read_at, last_seen=read_at)
+        ObservedGroup.objects.create(
+            subaccount=change.subaccount,
+            order_group_id=change.order_group_id,
+            contracts_limit=change.contracts_limit,
+            triggered=False,
+            first_seen=read_at,
+            last_seen=read_at,
+        )
         return
     if change.kind == "deleted":
         moved = rows.delete()[0]
@@ -138,13 +152,18 @@ def panel_made(change: Change, since: datetime | None, now: datetime) -> bool | 
             return True
         attempts = events.filter(outcome=Outcome.ATTEMPTED, at__gte=now - PANEL_CALL_GRACE)
     else:
-        attempts = events.filter(outcome=Outcome.ATTEMPTED, order_group_id=change.order_group_id,
-                                 at__gte=min(since, now) - PANEL_CALL_GRACE)
+        attempts = events.filter(
+            outcome=Outcome.ATTEMPTED, order_group_id=change.order_group_id, at__gte=min(since, now) - PANEL_CALL_GRACE
+        )
     began = dict(attempts.values_list("seq", "at"))
     if not began:
         return False
-    results = {seq: (outcome, at) for seq, outcome, at in
-               AuditEvent.objects.filter(attempt_seq__in=began).values_list("attempt_seq", "outcome", "at")}
+    results = {
+        seq: (outcome, at)
+        for seq, outcome, at in AuditEvent.objects.filter(attempt_seq__in=began).values_list(
+            "attempt_seq", "outcome", "at"
+        )
+    }
     under_way = made = False
     for seq, at in began.items():
         outcome, finished = results.get(seq, (None, None))
@@ -220,8 +239,9 @@ class Watcher:
             error = f"{listing.error_kind}: {listing.error}"
             if status is None or status.last_error != error or _recovered(status):
                 logger.warning("trip watch: subaccount %s could not be read: %s", sub.number, error)
-            WatcherStatus.objects.update_or_create(subaccount=sub.number,
-                                                   defaults={"last_error": error, "last_error_at": listing.fetched_at})
+            WatcherStatus.objects.update_or_create(
+                subaccount=sub.number, defaults={"last_error": error, "last_error_at": listing.fetched_at}
+            )
             return
         if status is not None and status.last_success_at and listing.fetched_at <= status.last_success_at:
             return  # this shared listing (or a newer one) was compared already
@@ -238,29 +258,53 @@ class Watcher:
         triggered = [group.id for group in listing.groups if group.triggered]
 
         def within(event: AuditEvent) -> None:
-            done = WatcherStatus.objects.filter(subaccount=sub.number, credential_id=sub.credential_id,
-                                                last_success_at__isnull=False)
+            done = WatcherStatus.objects.filter(
+                subaccount=sub.number, credential_id=sub.credential_id, last_success_at__isnull=False
+            )
             if done.exists():
                 raise _AlreadyRecorded
             ObservedGroup.objects.filter(subaccount=sub.number).delete()
             ObservedGroup.objects.bulk_create(
-                ObservedGroup(subaccount=sub.number, order_group_id=group.id, contracts_limit=group.contracts_limit,
-                              triggered=group.triggered, first_seen=read_at, last_seen=read_at)
+                ObservedGroup(
+                    subaccount=sub.number,
+                    order_group_id=group.id,
+                    contracts_limit=group.contracts_limit,
+                    triggered=group.triggered,
+                    first_seen=read_at,
+                    last_seen=read_at,
+                )
                 for group in listing.groups
             )
-            WatcherStatus.objects.update_or_create(subaccount=sub.number, defaults={
-                "credential_id": sub.credential_id, "last_success_at": listing.fetched_at})
+            WatcherStatus.objects.update_or_create(
+                subaccount=sub.number,
+                defaults={"credential_id": sub.credential_id, "last_success_at": listing.fetched_at},
+            )
 
-        params = {"observed_at": listing.fetched_at.isoformat(), "groups": len(listing.groups),
-                  "triggered_count": len(triggered), "triggered": triggered[:BASELINE_IDS_KEPT]}
+        params = {
+            "observed_at": listing.fetched_at.isoformat(),
+            "groups": len(listing.groups),
+            "triggered_count": len(triggered),
+            "triggered": triggered[:BASELINE_IDS_KEPT],
+        }
         try:
-            audit.append(EXCHANGE, action="exchange_baseline", outcome=Outcome.OBSERVED, subaccount=sub.number,
-                         environment=sub.credential.environment, api_key_id=sub.credential.key_id, params=params,
-                         within=within)
+            audit.append(
+                EXCHANGE,
+                action="exchange_baseline",
+                outcome=Outcome.OBSERVED,
+                subaccount=sub.number,
+                environment=sub.credential.environment,
+                api_key_id=sub.credential.key_id,
+                params=params,
+                within=within,
+            )
         except _AlreadyRecorded:
             return
-        logger.info("trip watch: baseline of subaccount %s: %s groups, %s triggered", sub.number,
-                    len(listing.groups), len(triggered))
+        logger.info(
+            "trip watch: baseline of subaccount %s: %s groups, %s triggered",
+            sub.number,
+            len(listing.groups),
+            len(triggered),
+        )
 
     def _compare(self, sub: Subaccount, listing: selectors.Listing, read_at: datetime, via: str) -> None:
         known = {row.order_group_id: row for row in ObservedGroup.objects.filter(subaccount=sub.number)}
@@ -283,26 +327,47 @@ class Watcher:
 
     def _report(self, sub: Subaccount, change: Change, observed_at: datetime, read_at: datetime, via: str) -> None:
         """Append the change as the exchange's, with the new state (and a trip's alert) in the same transaction."""
+
         def within(event: AuditEvent) -> None:
             _move(change, read_at)
             if change.kind == "triggered":
-                TripAlert.objects.create(event=event, subaccount=change.subaccount,
-                                         order_group_id=change.order_group_id, contracts_limit=change.contracts_limit,
-                                         observed_at=observed_at, next_attempt_at=event.at)
+                TripAlert.objects.create(
+                    event=event,
+                    subaccount=change.subaccount,
+                    order_group_id=change.order_group_id,
+                    contracts_limit=change.contracts_limit,
+                    observed_at=observed_at,
+                    next_attempt_at=event.at,
+                )
 
-        params: dict[str, Any] = {"observed_at": observed_at.isoformat(), "via": via,
-                                  "contracts_limit": change.contracts_limit}
+        params: dict[str, Any] = {
+            "observed_at": observed_at.isoformat(),
+            "via": via,
+            "contracts_limit": change.contracts_limit,
+        }
         if change.kind == "limit_updated":
             params["previous_limit"] = change.previous_limit
         try:
-            audit.append(EXCHANGE, action=change.action, outcome=Outcome.OBSERVED, subaccount=change.subaccount,
-                         order_group_id=change.order_group_id, environment=sub.credential.environment,
-                         api_key_id=sub.credential.key_id, params=params, within=within)
+            audit.append(
+                EXCHANGE,
+                action=change.action,
+                outcome=Outcome.OBSERVED,
+                subaccount=change.subaccount,
+                order_group_id=change.order_group_id,
+                environment=sub.credential.environment,
+                api_key_id=sub.credential.key_id,
+                params=params,
+                within=within,
+            )
         except _AlreadyRecorded:
             return
         log = logger.warning if change.kind == "triggered" else logger.info
-        log("trip watch: order group %s on subaccount %s %s at the exchange", change.order_group_id,
-            change.subaccount, change.kind.replace("_", " "))
+        log(
+            "trip watch: order group %s on subaccount %s %s at the exchange",
+            change.order_group_id,
+            change.subaccount,
+            change.kind.replace("_", " "),
+        )
 
     # --- the loop and the streams -------------------------------------------------------------------
 
@@ -392,11 +457,17 @@ class Watcher:
     def beat(self, *, stopped: bool = False) -> None:
         """Record that the watcher is alive (or has stopped), for /healthz and the dashboard."""
         now = _now()
-        WatcherHeartbeat.objects.update_or_create(pk=1, defaults={
-            "host": f"{socket.gethostname()}:{os.getpid()}"[:200], "interval_seconds": self.interval,
-            "started_at": self.started_at, "beat_at": now, "stopped_at": now if stopped else None,
-            "streams": self.stream_states() if self.websocket else {},
-        })
+        WatcherHeartbeat.objects.update_or_create(
+            pk=1,
+            defaults={
+                "host": f"{socket.gethostname()}:{os.getpid()}"[:200],
+                "interval_seconds": self.interval,
+                "started_at": self.started_at,
+                "beat_at": now,
+                "stopped_at": now if stopped else None,
+                "streams": self.stream_states() if self.websocket else {},
+            },
+        )
 
 
 def forget_observations() -> None:
@@ -408,8 +479,9 @@ def forget_observations() -> None:
 
 def _recovered(status: WatcherStatus) -> bool:
     """The last read succeeded (or nothing failed yet)."""
-    return status.last_error_at is None or (status.last_success_at is not None
-                                            and status.last_success_at >= status.last_error_at)
+    return status.last_error_at is None or (
+        status.last_success_at is not None and status.last_success_at >= status.last_error_at
+    )
 
 
 def _record_quietly(change: Change, read_at: datetime) -> None:
@@ -469,8 +541,12 @@ class _Follower:
                 if self._stop.is_set():
                     break
                 self.state = _StreamState("reconnecting", error=exc.operator_message)
-                logger.warning("trip watch: stream of credential %s: %s; reconnecting in %.0f s", self.label,
-                               exc.operator_message, backoff)
+                logger.warning(
+                    "trip watch: stream of credential %s: %s; reconnecting in %.0f s",
+                    self.label,
+                    exc.operator_message,
+                    backoff,
+                )
                 if isinstance(exc, StreamGap):  # updates were lost: read now, not only after reconnecting
                     self.watcher.notice(self.credential_pk)
             finally:

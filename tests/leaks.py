@@ -17,7 +17,7 @@ PIECE = 16
 
 
 def pieces(text: str) -> list[str]:
-    return [text[i:i + PIECE] for i in range(0, len(text) - PIECE + 1, PIECE)]
+    return [text[i : i + PIECE] for i in range(0, len(text) - PIECE + 1, PIECE)]
 
 
 def body_pieces(pem: bytes) -> list[str]:
@@ -67,7 +67,7 @@ def leaks(secret_pieces: list[str], texts: dict[str, str]) -> list[tuple[str, st
     found = []
     for where, text in texts.items():
         for run in _RUN.findall(text):
-            found += [(where, run[i:i + PIECE]) for i in range(len(run) - PIECE + 1) if run[i:i + PIECE] in wanted]
+            found += [(where, run[i : i + PIECE]) for i in range(len(run) - PIECE + 1) if run[i : i + PIECE] in wanted]
     return found
 
 

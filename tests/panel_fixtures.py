@@ -56,8 +56,9 @@ def _panel_isolation(settings):
 def make_credential(sim_base_url: str, pem: bytes, *, label: str = "sim", key_id: str = "test-key") -> Credential:
     from ogpanel.kalshi import load_private_key, public_key_fingerprint
 
-    credential = Credential(label=label, environment=Credential.Environment.CUSTOM, custom_base_url=sim_base_url,
-                            key_id=key_id)
+    credential = Credential(
+        label=label, environment=Credential.Environment.CUSTOM, custom_base_url=sim_base_url, key_id=key_id
+    )
     credential.fingerprint = public_key_fingerprint(load_private_key(pem))
     credential.private_key_encrypted = vault.encrypt(pem, bound_to=str(credential.uuid))
     credential.save()

@@ -62,8 +62,12 @@ ALLOWED: dict[str, set[Action]] = {  # the issue's words: viewer, ops (+ reset, 
 }
 SCOPED = {"scoped_viewer", "scoped_operator", "scoped_admin"}
 # The personas tests/panel_fixtures.py already defines; the others are made here the same way.
-PERSONA_FIXTURES = {"viewer": "viewer", "operator": "operator", "admin": "administrator",
-                    "scoped_operator": "scoped_operator"}
+PERSONA_FIXTURES = {
+    "viewer": "viewer",
+    "operator": "operator",
+    "admin": "administrator",
+    "scoped_operator": "scoped_operator",
+}
 MADE_PERSONAS = {"scoped_viewer": ("viewer", [IN_SCOPE]), "scoped_admin": ("admin", [IN_SCOPE])}
 
 
@@ -112,9 +116,13 @@ class World:
         self.tripped = self.sim.create_group(self.number, 1)
         self.sim.fill(self.sim.place_order(self.number, self.tripped, count=2), 2)
         assert self.sim.group(self.tripped)["triggered"] is True
-        self.event_seq = audit.append(audit.Actor.system("exchange"), action="trigger",
-                                      outcome=AuditEvent.Outcome.SUCCEEDED, subaccount=self.number,
-                                      order_group_id=self.active).seq
+        self.event_seq = audit.append(
+            audit.Actor.system("exchange"),
+            action="trigger",
+            outcome=AuditEvent.Outcome.SUCCEEDED,
+            subaccount=self.number,
+            order_group_id=self.active,
+        ).seq
 
     @property
     def password(self) -> str:
@@ -160,8 +168,9 @@ def created_on_target(world: World, response) -> bool:
 
 
 def listed_target(world: World, response) -> bool:
-    return (b"Connected:" in response.content
-            and [r.query.get("subaccount") for r in world.sim.requests] == [str(world.number)])
+    return b"Connected:" in response.content and [r.query.get("subaccount") for r in world.sim.requests] == [
+        str(world.number)
+    ]
 
 
 def key_pem(world: World) -> str:
@@ -173,68 +182,185 @@ ENDPOINTS = [
     Endpoint("dashboard", "dashboard", "GET", Action.VIEW),
     Endpoint("group_detail", "group_detail", "GET", Action.VIEW, "url", active_args, group=lambda w: w.active),
     Endpoint("trigger_form", "group_trigger", "GET", Action.TRIGGER, "url", active_args, group=lambda w: w.active),
-    Endpoint("trigger", "group_trigger", "POST", Action.TRIGGER, "url", active_args,
-             data=lambda w: {"reason": "matrix"}, group=lambda w: w.active,
-             done=lambda w, r: w.sim.group(w.active)["triggered"] is True, audited_as="trigger"),
+    Endpoint(
+        "trigger",
+        "group_trigger",
+        "POST",
+        Action.TRIGGER,
+        "url",
+        active_args,
+        data=lambda w: {"reason": "matrix"},
+        group=lambda w: w.active,
+        done=lambda w, r: w.sim.group(w.active)["triggered"] is True,
+        audited_as="trigger",
+    ),
     Endpoint("reset_form", "group_reset", "GET", Action.RESET, "url", tripped_args, group=lambda w: w.tripped),
-    Endpoint("reset", "group_reset", "POST", Action.RESET, "url", tripped_args,
-             data=lambda w: {"reason": "matrix"}, group=lambda w: w.tripped,
-             done=lambda w, r: w.sim.group(w.tripped)["triggered"] is False, audited_as="reset"),
+    Endpoint(
+        "reset",
+        "group_reset",
+        "POST",
+        Action.RESET,
+        "url",
+        tripped_args,
+        data=lambda w: {"reason": "matrix"},
+        group=lambda w: w.tripped,
+        done=lambda w, r: w.sim.group(w.tripped)["triggered"] is False,
+        audited_as="reset",
+    ),
     Endpoint("delete_form", "group_delete", "GET", Action.DELETE, "url", active_args, group=lambda w: w.active),
-    Endpoint("delete", "group_delete", "POST", Action.DELETE, "url", active_args,
-             data=lambda w: {"reason": "matrix"}, group=lambda w: w.active,
-             done=lambda w, r: not exists(w.sim, w.active), audited_as="delete"),
+    Endpoint(
+        "delete",
+        "group_delete",
+        "POST",
+        Action.DELETE,
+        "url",
+        active_args,
+        data=lambda w: {"reason": "matrix"},
+        group=lambda w: w.active,
+        done=lambda w, r: not exists(w.sim, w.active),
+        audited_as="delete",
+    ),
     Endpoint("limit_form", "group_limit", "GET", Action.UPDATE_LIMIT, "url", active_args, group=lambda w: w.active),
-    Endpoint("limit", "group_limit", "POST", Action.UPDATE_LIMIT, "url", active_args,
-             data=lambda w: {"contracts_limit": "7", "reason": "matrix"}, group=lambda w: w.active,
-             done=lambda w, r: w.sim.group(w.active)["contracts_limit"] == 7, audited_as="update_limit"),
+    Endpoint(
+        "limit",
+        "group_limit",
+        "POST",
+        Action.UPDATE_LIMIT,
+        "url",
+        active_args,
+        data=lambda w: {"contracts_limit": "7", "reason": "matrix"},
+        group=lambda w: w.active,
+        done=lambda w, r: w.sim.group(w.active)["contracts_limit"] == 7,
+        audited_as="update_limit",
+    ),
     Endpoint("create_form", "group_create", "GET", Action.CREATE),
-    Endpoint("create", "group_create", "POST", Action.CREATE, "form",
-             data=lambda w: {"subaccount": str(w.number), "contracts_limit": "5", "exchange_index": "0"},
-             done=created_on_target, audited_as="create"),
+    Endpoint(
+        "create",
+        "group_create",
+        "POST",
+        Action.CREATE,
+        "form",
+        data=lambda w: {"subaccount": str(w.number), "contracts_limit": "5", "exchange_index": "0"},
+        done=created_on_target,
+        audited_as="create",
+    ),
     Endpoint("kill_switch_page", "kill_switch", "GET", Action.KILL_SWITCH),
-    Endpoint("kill_switch", "kill_switch", "POST", Action.KILL_SWITCH, "form",
-             data=lambda w: {"operation": "trigger_one", "subaccount": str(w.number), "reason": "matrix",
-                             "confirm": "TRIGGER", "reauth_password": w.password},
-             done=lambda w, r: w.sim.group(w.active)["triggered"] is True, audited_as="kill_switch_trigger"),
+    Endpoint(
+        "kill_switch",
+        "kill_switch",
+        "POST",
+        Action.KILL_SWITCH,
+        "form",
+        data=lambda w: {
+            "operation": "trigger_one",
+            "subaccount": str(w.number),
+            "reason": "matrix",
+            "confirm": "TRIGGER",
+            "reauth_password": w.password,
+        },
+        done=lambda w, r: w.sim.group(w.active)["triggered"] is True,
+        audited_as="kill_switch_trigger",
+    ),
     # Audit log.
     Endpoint("audit_log", "audit_log", "GET", Action.VIEW_AUDIT),
-    Endpoint("audit_event", "audit_event", "GET", Action.VIEW_AUDIT, "url", lambda w: [w.event_seq],
-             group=lambda w: w.active),
-    Endpoint("export_csv", "audit_export", "GET", Action.EXPORT_AUDIT, args=lambda w: ["csv"],
-             audited_as="export_audit", done=lambda w, r: r["Content-Disposition"].endswith('.csv"')),
-    Endpoint("export_jsonl", "audit_export", "GET", Action.EXPORT_AUDIT, args=lambda w: ["jsonl"],
-             audited_as="export_audit", done=lambda w, r: r["Content-Disposition"].endswith('.jsonl"')),
+    Endpoint(
+        "audit_event", "audit_event", "GET", Action.VIEW_AUDIT, "url", lambda w: [w.event_seq], group=lambda w: w.active
+    ),
+    Endpoint(
+        "export_csv",
+        "audit_export",
+        "GET",
+        Action.EXPORT_AUDIT,
+        args=lambda w: ["csv"],
+        audited_as="export_audit",
+        done=lambda w, r: r["Content-Disposition"].endswith('.csv"'),
+    ),
+    Endpoint(
+        "export_jsonl",
+        "audit_export",
+        "GET",
+        Action.EXPORT_AUDIT,
+        args=lambda w: ["jsonl"],
+        audited_as="export_audit",
+        done=lambda w, r: r["Content-Disposition"].endswith('.jsonl"'),
+    ),
     # Credentials and the subaccount mapping.
     Endpoint("credentials", "credentials", "GET", Action.MANAGE_CREDENTIALS),
     Endpoint("credential_create_form", "credential_create", "GET", Action.MANAGE_CREDENTIALS),
-    Endpoint("credential_create", "credential_create", "POST", Action.MANAGE_CREDENTIALS,
-             data=lambda w: {"label": "matrix new", "environment": Credential.Environment.CUSTOM,
-                             "custom_base_url": w.sim.base_url, "key_id": "new-key", "private_key": key_pem(w),
-                             "reauth_password": w.password},
-             done=lambda w, r: Credential.objects.filter(label="matrix new").exists(), audited_as="credential_create"),
-    Endpoint("credential_detail", "credential_detail", "GET", Action.MANAGE_CREDENTIALS,
-             args=lambda w: [w.credential.pk]),
-    Endpoint("credential_rotate_form", "credential_rotate", "GET", Action.MANAGE_CREDENTIALS,
-             args=lambda w: [w.spare.pk]),
-    Endpoint("credential_rotate", "credential_rotate", "POST", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk],
-             data=lambda w: {"key_id": "rotated-key", "private_key": key_pem(w), "reauth_password": w.password},
-             done=lambda w, r: Credential.objects.get(pk=w.spare.pk).key_id == "rotated-key",
-             audited_as="credential_rotate"),
-    Endpoint("credential_remove_form", "credential_remove", "GET", Action.MANAGE_CREDENTIALS,
-             args=lambda w: [w.spare.pk]),
-    Endpoint("credential_remove", "credential_remove", "POST", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk],
-             data=lambda w: {"seen": "", "reauth_password": w.password},
-             done=lambda w, r: not Credential.objects.filter(pk=w.spare.pk).exists(), audited_as="credential_remove"),
-    Endpoint("credential_test", "credential_test", "POST", Action.MANAGE_CREDENTIALS, "form",
-             args=lambda w: [w.credential.pk], data=lambda w: {"subaccount": str(w.number)},
-             done=listed_target, ok_status=200, audited_as="credential_test"),
+    Endpoint(
+        "credential_create",
+        "credential_create",
+        "POST",
+        Action.MANAGE_CREDENTIALS,
+        data=lambda w: {
+            "label": "matrix new",
+            "environment": Credential.Environment.CUSTOM,
+            "custom_base_url": w.sim.base_url,
+            "key_id": "new-key",
+            "private_key": key_pem(w),
+            "reauth_password": w.password,
+        },
+        done=lambda w, r: Credential.objects.filter(label="matrix new").exists(),
+        audited_as="credential_create",
+    ),
+    Endpoint(
+        "credential_detail", "credential_detail", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.credential.pk]
+    ),
+    Endpoint(
+        "credential_rotate_form", "credential_rotate", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk]
+    ),
+    Endpoint(
+        "credential_rotate",
+        "credential_rotate",
+        "POST",
+        Action.MANAGE_CREDENTIALS,
+        args=lambda w: [w.spare.pk],
+        data=lambda w: {"key_id": "rotated-key", "private_key": key_pem(w), "reauth_password": w.password},
+        done=lambda w, r: Credential.objects.get(pk=w.spare.pk).key_id == "rotated-key",
+        audited_as="credential_rotate",
+    ),
+    Endpoint(
+        "credential_remove_form", "credential_remove", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk]
+    ),
+    Endpoint(
+        "credential_remove",
+        "credential_remove",
+        "POST",
+        Action.MANAGE_CREDENTIALS,
+        args=lambda w: [w.spare.pk],
+        data=lambda w: {"seen": "", "reauth_password": w.password},
+        done=lambda w, r: not Credential.objects.filter(pk=w.spare.pk).exists(),
+        audited_as="credential_remove",
+    ),
+    Endpoint(
+        "credential_test",
+        "credential_test",
+        "POST",
+        Action.MANAGE_CREDENTIALS,
+        "form",
+        args=lambda w: [w.credential.pk],
+        data=lambda w: {"subaccount": str(w.number)},
+        done=listed_target,
+        ok_status=200,
+        audited_as="credential_test",
+    ),
     Endpoint("subaccounts_page", "subaccounts", "GET", Action.MANAGE_CREDENTIALS),
-    Endpoint("subaccounts_assign", "subaccounts", "POST", Action.MANAGE_CREDENTIALS, "form",
-             data=lambda w: {"op": "assign", "number": str(w.number), "credential": str(w.credential.pk),
-                             "label": "renamed", "reauth_password": w.password},
-             done=lambda w, r: Subaccount.objects.get(number=w.number).label == "renamed",
-             audited_as="subaccount_assign"),
+    Endpoint(
+        "subaccounts_assign",
+        "subaccounts",
+        "POST",
+        Action.MANAGE_CREDENTIALS,
+        "form",
+        data=lambda w: {
+            "op": "assign",
+            "number": str(w.number),
+            "credential": str(w.credential.pk),
+            "label": "renamed",
+            "reauth_password": w.password,
+        },
+        done=lambda w, r: Subaccount.objects.get(number=w.number).label == "renamed",
+        audited_as="subaccount_assign",
+    ),
 ]
 
 
@@ -336,8 +462,12 @@ def test_each_persona_gets_exactly_what_its_role_and_scope_allow(request, world,
         if endpoint.done is not None:
             assert endpoint.done(case, response)
         if endpoint.audited_as:
-            assert AuditEvent.objects.filter(seq__gt=before, action=endpoint.audited_as, actor_username=user.username,
-                                             outcome=AuditEvent.Outcome.SUCCEEDED).exists()
+            assert AuditEvent.objects.filter(
+                seq__gt=before,
+                action=endpoint.audited_as,
+                actor_username=user.username,
+                outcome=AuditEvent.Outcome.SUCCEEDED,
+            ).exists()
         return
     # Refused: nothing sent upstream; one "denied" event, and only that; 403 for the role, 404 outside the scope.
     assert_untouched(endpoint, case)
@@ -368,7 +498,9 @@ def assert_reveals_nothing(client: Client, endpoint: Endpoint, world: World, res
         data = {key: "30" if value == str(world.number) else value for key, value in endpoint.data(world).items()}
         twin = client.post(url, data)
         assert (twin.status_code, ALERT.findall(twin.content.decode())) == (
-            response.status_code, ALERT.findall(response.content.decode()))
+            response.status_code,
+            ALERT.findall(response.content.decode()),
+        )
         return
     if endpoint.target != "url":
         return
@@ -384,15 +516,32 @@ def assert_reveals_nothing(client: Client, endpoint: Endpoint, world: World, res
 BY_ID = {endpoint.id: endpoint for endpoint in ENDPOINTS}
 
 
-@pytest.mark.parametrize(("persona", "endpoint_id", "number", "status", "message"), [
-    pytest.param("viewer", "trigger", IN_SCOPE, 403, "You are not allowed to do this.", id="viewer-trigger"),
-    pytest.param("operator", "delete", IN_SCOPE, 403, "You are not allowed to do this.", id="operator-delete"),
-    pytest.param("operator", "credential_create", IN_SCOPE, 403, "You are not allowed to do this.",
-                 id="operator-credential_create"),
-    pytest.param("scoped_operator", "trigger", OUT_OF_SCOPE, 404, "Not found.", id="scoped_operator-trigger-out_of_scope"),
-])
+@pytest.mark.parametrize(
+    ("persona", "endpoint_id", "number", "status", "message"),
+    [
+        pytest.param("viewer", "trigger", IN_SCOPE, 403, "You are not allowed to do this.", id="viewer-trigger"),
+        pytest.param("operator", "delete", IN_SCOPE, 403, "You are not allowed to do this.", id="operator-delete"),
+        pytest.param(
+            "operator",
+            "credential_create",
+            IN_SCOPE,
+            403,
+            "You are not allowed to do this.",
+            id="operator-credential_create",
+        ),
+        pytest.param(
+            "scoped_operator", "trigger", OUT_OF_SCOPE, 404, "Not found.", id="scoped_operator-trigger-out_of_scope"
+        ),
+    ],
+)
 def test_a_refused_htmx_post_gets_a_compact_message_in_the_flash_area(
-    request, world, persona, endpoint_id, number, status, message,
+    request,
+    world,
+    persona,
+    endpoint_id,
+    number,
+    status,
+    message,
 ):
     client, _ = signed_in(request, persona)
     case = world(number)
@@ -425,6 +574,7 @@ STATUS = {"ok": 200, "forbidden": 403, "not_found": 404}
 
 
 # --- buttons ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scope", list(SCOPES))
 @pytest.mark.parametrize("persona", list(ALLOWED))
@@ -473,7 +623,12 @@ def test_buttons_are_shown_exactly_when_the_server_allows_them(request, world, p
         buttons.append((form_name, f'<option value="{n}"', endpoint))
     # So do the credential test form and the subaccount mapping (one row per subaccount).
     for page, url, offer, endpoint in (
-        ("credential", reverse("credential_detail", args=[case.credential.pk]), f'<option value="{n}"', "credential_test"),
+        (
+            "credential",
+            reverse("credential_detail", args=[case.credential.pk]),
+            f'<option value="{n}"',
+            "credential_test",
+        ),
         ("mapping", reverse("subaccounts"), f'id="sub-{n}"', "subaccounts_assign"),
     ):
         response = client.get(url)
@@ -491,6 +646,7 @@ def test_buttons_are_shown_exactly_when_the_server_allows_them(request, world, p
 
 # --- pages every persona may open --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("persona", ["anonymous", *ALLOWED])
 def test_sign_in_pages_and_the_health_check_answer_everyone(request, world, persona):
     client, user = signed_in(request, persona)
@@ -506,6 +662,7 @@ def test_sign_in_pages_and_the_health_check_answer_everyone(request, world, pers
 
 
 # --- what lists and exports hold --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("persona", [p for p in ALLOWED if Action.VIEW in ALLOWED[p]])
 def test_lists_and_exports_hold_only_what_is_in_scope(request, world, sim, persona):

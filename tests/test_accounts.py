@@ -36,8 +36,9 @@ def password_of(user: User) -> str:
 
 
 def sign_in(client: Client, username: str, password: str, *, address: str = "10.0.0.1", **extra):
-    return client.post(LOGIN, {"username": username, "password": password, "next": "/accounts/reauth/"},
-                       REMOTE_ADDR=address, **extra)
+    return client.post(
+        LOGIN, {"username": username, "password": password, "next": "/accounts/reauth/"}, REMOTE_ADDR=address, **extra
+    )
 
 
 def events(action: str) -> list[AuditEvent]:
@@ -112,7 +113,12 @@ def test_login_page_has_the_form_fields_browser_tests_fill_in(client):
     response = client.get(LOGIN + "?next=/kill-switch/")
     assert response.status_code == 200
     html = response.content.decode()
-    for part in ('name="username"', 'name="password"', 'name="next" value="/kill-switch/"', 'name="csrfmiddlewaretoken"'):
+    for part in (
+        'name="username"',
+        'name="password"',
+        'name="next" value="/kill-switch/"',
+        'name="csrfmiddlewaretoken"',
+    ):
         assert part in html
     assert '<label for="id_username">' in html and '<label for="id_password">' in html
 
@@ -295,8 +301,9 @@ def test_a_session_expires_after_being_idle_not_after_a_fixed_time(settings, as_
 
 
 @pytest.mark.django_db
-def test_the_dashboards_own_refreshes_do_not_keep_an_idle_session_alive(settings, sim, subaccounts, as_viewer,
-                                                                       monkeypatch):
+def test_the_dashboards_own_refreshes_do_not_keep_an_idle_session_alive(
+    settings, sim, subaccounts, as_viewer, monkeypatch
+):
     idle = settings.OGPANEL_SESSION_IDLE_SECONDS
     start = timezone.now()
     poll = {"HX-Request": "true", "HX-Trigger": "groups", "HX-Current-URL": "http://testserver/"}
@@ -527,17 +534,20 @@ def test_grant_none_removes_every_role(operator):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("args, message", [
-    (["vera", "root"], "invalid choice"),
-    (["vera", "ops", "--subaccounts", "33"], "0..32"),
-    (["vera", "ops", "--subaccounts", "2-40"], "0..32"),
-    (["vera", "ops", "--subaccounts", "7-3"], "backwards"),
-    (["vera", "ops", "--subaccounts", "1,x"], "not a number"),
-    (["vera", "ops", "--subaccounts", "-1"], "not a number"),
-    (["vera", "ops", "--subaccounts", ""], "not a number"),
-    (["vera", "ops", "--subaccounts", "1", "--all-subaccounts"], "not allowed with"),
-    (["nobody", "ops"], "No user named"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["vera", "root"], "invalid choice"),
+        (["vera", "ops", "--subaccounts", "33"], "0..32"),
+        (["vera", "ops", "--subaccounts", "2-40"], "0..32"),
+        (["vera", "ops", "--subaccounts", "7-3"], "backwards"),
+        (["vera", "ops", "--subaccounts", "1,x"], "not a number"),
+        (["vera", "ops", "--subaccounts", "-1"], "not a number"),
+        (["vera", "ops", "--subaccounts", ""], "not a number"),
+        (["vera", "ops", "--subaccounts", "1", "--all-subaccounts"], "not allowed with"),
+        (["nobody", "ops"], "No user named"),
+    ],
+)
 def test_grant_refuses_bad_input_and_changes_nothing(viewer, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("grant", *args)
@@ -594,10 +604,21 @@ def test_the_csrf_token_htmx_sends_from_the_page_is_what_mutations_need(viewer):
 def test_deploy_check_is_clean_with_production_settings(tmp_path):
     keep = ("PATH", "HOME", "LANG", "SYSTEMROOT")
     env = {name: os.environ[name] for name in keep if name in os.environ}
-    env.update(DJANGO_SETTINGS_MODULE="ogpanel.settings", SECRET_KEY=secrets.token_urlsafe(64), OGPANEL_DEBUG="0",
-               ALLOWED_HOSTS="panel.example.com", OGPANEL_VAR_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env.update(
+        DJANGO_SETTINGS_MODULE="ogpanel.settings",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        OGPANEL_DEBUG="0",
+        ALLOWED_HOSTS="panel.example.com",
+        OGPANEL_VAR_DIR=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 

@@ -28,11 +28,14 @@ postgresql_only = pytest.mark.skipif(not ON_POSTGRESQL, reason="the database gua
 
 
 def attempts_and_results(action: str) -> list[tuple[AuditEvent, list[AuditEvent]]]:
-    return [(attempt, list(AuditEvent.objects.filter(attempt_seq=attempt.seq)))
-            for attempt in AuditEvent.objects.filter(action=action, outcome=AuditEvent.Outcome.ATTEMPTED)]
+    return [
+        (attempt, list(AuditEvent.objects.filter(attempt_seq=attempt.seq)))
+        for attempt in AuditEvent.objects.filter(action=action, outcome=AuditEvent.Outcome.ATTEMPTED)
+    ]
 
 
 # --- one attempt and one result, for every operation and every way it can end -------------------
+
 
 def _create(sub, group_id):
     services.ordergroup_create(actor=ACTOR, subaccount=sub, contracts_limit=10)
@@ -51,16 +54,23 @@ def _trigger(sub, group_id):
 
 
 def _update_limit(sub, group_id):
-    services.ordergroup_update_limit(actor=ACTOR, subaccount=sub, order_group_id=group_id, contracts_limit=5,
-                                     previous_limit=100, reason="test")
+    services.ordergroup_update_limit(
+        actor=ACTOR, subaccount=sub, order_group_id=group_id, contracts_limit=5, previous_limit=100, reason="test"
+    )
 
 
 def _credential_test(sub, group_id):
     services.credential_test(actor=ACTOR, credential=sub.credential, subaccount=sub.number)
 
 
-OPERATIONS = {"create": _create, "delete": _delete, "reset": _reset, "trigger": _trigger,
-              "update_limit": _update_limit, "credential_test": _credential_test}
+OPERATIONS = {
+    "create": _create,
+    "delete": _delete,
+    "reset": _reset,
+    "trigger": _trigger,
+    "update_limit": _update_limit,
+    "credential_test": _credential_test,
+}
 GROUP_OPERATIONS = ("delete", "reset", "trigger", "update_limit")
 # ending -> (outcome, upstream status, error code)
 ENDINGS = {
@@ -70,8 +80,12 @@ ENDINGS = {
     "timeout": ("failed", None, "timeout"),  # no answer to quote: the kind of failure is the code
     "missing group": ("failed", 404, "not_found"),
 }
-CASES = [(operation, ending) for operation in OPERATIONS for ending in ENDINGS
-         if ending != "missing group" or operation in GROUP_OPERATIONS]
+CASES = [
+    (operation, ending)
+    for operation in OPERATIONS
+    for ending in ENDINGS
+    if ending != "missing group" or operation in GROUP_OPERATIONS
+]
 
 
 @pytest.mark.parametrize("operation, ending", CASES)
@@ -145,16 +159,22 @@ def test_the_kill_switch_records_the_sweep_and_each_group_within_it(sim, subacco
 
 def test_attempts_recorded_together_are_chained_in_order_between_single_events(credential):
     audit.append(ACTOR, action="login", outcome="succeeded")
-    pendings = audit.Pending.many(ACTOR, "trigger", [
-        {"credential": credential, "subaccount": n, "order_group_id": f"og_{n}", "reason": "drill"} for n in range(3)
-    ])
+    pendings = audit.Pending.many(
+        ACTOR,
+        "trigger",
+        [{"credential": credential, "subaccount": n, "order_group_id": f"og_{n}", "reason": "drill"} for n in range(3)],
+    )
     pendings[1].failed(NotFound("gone", status=404))
     audit.append(ACTOR, action="logout", outcome="succeeded")
 
     events = list(AuditEvent.objects.order_by("seq"))
     assert [(e.seq, e.action, e.outcome, e.order_group_id) for e in events] == [
-        (1, "login", "succeeded", ""), (2, "trigger", "attempted", "og_0"), (3, "trigger", "attempted", "og_1"),
-        (4, "trigger", "attempted", "og_2"), (5, "trigger", "failed", "og_1"), (6, "logout", "succeeded", ""),
+        (1, "login", "succeeded", ""),
+        (2, "trigger", "attempted", "og_0"),
+        (3, "trigger", "attempted", "og_1"),
+        (4, "trigger", "attempted", "og_2"),
+        (5, "trigger", "failed", "og_1"),
+        (6, "logout", "succeeded", ""),
     ]
     assert [p.event.pk for p in pendings] == [e.pk for e in events[1:4]]
     assert events[1].api_key_id == credential.key_id and events[4].attempt_seq == 3
@@ -164,13 +184,20 @@ def test_attempts_recorded_together_are_chained_in_order_between_single_events(c
 @pytest.fixture
 def other_pem() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
 
 
 def test_credential_changes_are_recorded_and_no_private_key_text_reaches_any_event(db, sim, rsa_pem, other_pem):
-    credential = services.credential_create(actor=ACTOR, label="desk", environment="custom", key_id="test-key",
-                                            private_key_pem=rsa_pem, custom_base_url=sim.base_url)
+    credential = services.credential_create(
+        actor=ACTOR,
+        label="desk",
+        environment="custom",
+        key_id="test-key",
+        private_key_pem=rsa_pem,
+        custom_base_url=sim.base_url,
+    )
     services.credential_test(actor=ACTOR, credential=credential)
     services.credential_rotate(actor=ACTOR, credential=credential, key_id="key-2", private_key_pem=other_pem)
     with pytest.raises(Exception):  # the simulator does not know key-2: a failure whose message is recorded
@@ -257,6 +284,7 @@ def test_the_attempt_is_committed_before_the_exchange_is_called(sim, subaccounts
 
 # --- refusals and one-off events ---------------------------------------------------------------
 
+
 def _request(user, method: str = "post", path: str = "/groups/1/og_x/trigger/"):
     request = getattr(RequestFactory(), method)(path, HTTP_USER_AGENT="pytest-agent", REMOTE_ADDR="10.1.2.3")
     request.user = user
@@ -278,19 +306,27 @@ def test_a_viewer_posting_a_trigger_is_refused_recorded_and_nothing_is_sent(sim,
 
 
 def test_a_refusal_answered_as_not_found_is_recorded_too(scoped_operator):
-    response = permissions.deny(_request(scoped_operator), Action.TRIGGER, {"subaccount": 2, "group_id": "og_y"},
-                                status=404)
+    response = permissions.deny(
+        _request(scoped_operator), Action.TRIGGER, {"subaccount": 2, "group_id": "og_y"}, status=404
+    )
     assert response.status_code == 404
     event = AuditEvent.objects.get()
     assert (event.outcome, event.subaccount, event.order_group_id, event.actor_username) == ("denied", 2, "og_y", "sam")
 
 
 def test_invalid_input_is_recorded_as_a_refusal_with_its_reason(operator):
-    audit.record_denial(_request(operator), Action.UPDATE_LIMIT, {"subaccount": "1", "contracts_limit": "abc"},
-                        error="invalid input: limit must be a whole number")
+    audit.record_denial(
+        _request(operator),
+        Action.UPDATE_LIMIT,
+        {"subaccount": "1", "contracts_limit": "abc"},
+        error="invalid input: limit must be a whole number",
+    )
     event = AuditEvent.objects.get()
     assert (event.outcome, event.error, event.params) == (
-        "denied", "invalid input: limit must be a whole number", {"contracts_limit": "abc"})
+        "denied",
+        "invalid input: limit must be a whole number",
+        {"contracts_limit": "abc"},
+    )
 
 
 def test_hostile_refused_input_is_recorded_cut_to_fit_and_the_chain_holds(operator):
@@ -310,10 +346,19 @@ def test_sign_ins_and_outs_are_recorded_with_who_and_from_where(operator):
     audit.record(anonymous, "login", AuditEvent.Outcome.FAILED, params={"username": "otto"})
 
     login, logout, failed = AuditEvent.objects.order_by("seq")
-    assert (login.action, login.actor_username, login.actor_role, login.client_ip) == ("login", "otto", "ops", "10.1.2.3")
+    assert (login.action, login.actor_username, login.actor_role, login.client_ip) == (
+        "login",
+        "otto",
+        "ops",
+        "10.1.2.3",
+    )
     assert (logout.action, logout.outcome) == ("logout", "succeeded")
     assert (failed.outcome, failed.actor_id, failed.actor_username, failed.params) == (
-        "failed", None, "", {"username": "otto"})
+        "failed",
+        None,
+        "",
+        {"username": "otto"},
+    )
 
 
 def test_deleting_a_user_keeps_their_events_and_the_chain(operator):
@@ -327,9 +372,12 @@ def test_deleting_a_user_keeps_their_events_and_the_chain(operator):
 
 # --- the hash chain and verify_audit -----------------------------------------------------------
 
+
 def _chain(n: int = 5) -> list[AuditEvent]:
-    return [audit.append(ACTOR, action="trigger", outcome="observed", subaccount=1, reason=f"event {i + 1}")
-            for i in range(n)]
+    return [
+        audit.append(ACTOR, action="trigger", outcome="observed", subaccount=1, reason=f"event {i + 1}")
+        for i in range(n)
+    ]
 
 
 @contextmanager
@@ -373,8 +421,14 @@ def _insert(cursor):
     forged.update(seq=3, prev_hash=forged["hash"], reason="forged", action="reset")
     forged["hash"] = audit.compute_hash(forged)
     columns = [*audit.CHAINED_FIELDS, "hash"]
-    values = [json.dumps(forged[c]) if c == "params" else
-              connection.ops.adapt_datetimefield_value(forged[c]) if c == "at" else forged[c] for c in columns]
+    values = [
+        json.dumps(forged[c])
+        if c == "params"
+        else connection.ops.adapt_datetimefield_value(forged[c])
+        if c == "at"
+        else forged[c]
+        for c in columns
+    ]
     cursor.execute(f"INSERT INTO {TABLE} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})", values)
 
 
@@ -425,9 +479,12 @@ def test_verify_audit_names_the_first_bad_event_and_exits_1(kind, db):
 
 # --- PostgreSQL: the table refuses rewrites; appends stay linear under concurrency ---------------
 
+
 @postgresql_only
 # CASCADE: trip alerts reference events, and without it their foreign key would refuse before the guard does.
-@pytest.mark.parametrize("statement", [f"UPDATE {TABLE} SET reason = 'x'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE} CASCADE"])
+@pytest.mark.parametrize(
+    "statement", [f"UPDATE {TABLE} SET reason = 'x'", f"DELETE FROM {TABLE}", f"TRUNCATE {TABLE} CASCADE"]
+)
 def test_postgresql_refuses_to_update_delete_or_truncate_the_audit_table(statement, db):
     _chain(2)
     with pytest.raises(DatabaseError, match="append-only"):
@@ -454,8 +511,9 @@ def test_the_chain_stays_valid_after_20_concurrent_actions():
     def act(n: int) -> None:
         try:
             start.wait()
-            with audit.attempt(audit.Actor.system(f"worker-{n}"), "trigger", subaccount=n % 4,
-                               order_group_id=f"og_{n}"):
+            with audit.attempt(
+                audit.Actor.system(f"worker-{n}"), "trigger", subaccount=n % 4, order_group_id=f"og_{n}"
+            ):
                 time.sleep(0.01)  # the "exchange call": other threads append meanwhile
         except BaseException as exc:
             errors.append(exc)

@@ -39,17 +39,25 @@ class Level(IntEnum):
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.text(), st.floats(allow_nan=False),
-    st.sampled_from([AuditEvent.Outcome.ATTEMPTED, Level.HIGH, Decimal("1.50"), "\x00\x1f\"\\/\u2028é💥"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(),
+    st.floats(allow_nan=False),
+    st.sampled_from([AuditEvent.Outcome.ATTEMPTED, Level.HIGH, Decimal("1.50"), '\x00\x1f"\\/\u2028é💥']),
 )
-json_like = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner,
-                                                                                               max_size=3), max_leaves=8)
+json_like = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3), max_leaves=8
+)
 moments = st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))]))
 
 
 @settings(max_examples=300, deadline=None)
-@given(values=st.fixed_dictionaries({name: scalars for name in audit.CHAINED_FIELDS}),
-       params=json_like, at=st.one_of(moments, st.text()))
+@given(
+    values=st.fixed_dictionaries({name: scalars for name in audit.CHAINED_FIELDS}),
+    params=json_like,
+    at=st.one_of(moments, st.text()),
+)
 def test_the_written_out_canonical_form_is_byte_for_byte_the_json_dumps_form(values, params, at):
     values.update(params=params, at=at)
     assert audit.canonical(values) == dumps_form(values)
@@ -84,10 +92,19 @@ def test_verify_in_several_processes_agrees_with_one_pass(kind):
     # The command in a process of its own, as an operator runs it: forking this test process, with
     # its live-server and simulator threads, could copy a lock some thread holds and hang.
     db = connection.settings_dict
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "DATABASE_URL": f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
-    run = subprocess.run([sys.executable, "manage.py", "verify_audit", "--workers", "3", "--chunk-size", "2"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+    }
+    run = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit", "--workers", "3", "--chunk-size", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert one_pass.ok == (kind is None)
     if one_pass.ok:
         assert (run.returncode, run.stdout.splitlines()[0]) == (0, f"OK: {one_pass.count} events")

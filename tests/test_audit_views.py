@@ -70,6 +70,7 @@ def export_seqs(client: Client, fmt: str, query: str = "") -> list[int]:
 
 # --- who may see it ----------------------------------------------------------------------------
 
+
 def test_it_lists_events_newest_first_without_export_buttons_for_a_viewer(as_viewer):
     for n in range(3):
         event(reason=f"event {n}")
@@ -130,6 +131,7 @@ def test_a_scoped_user_sees_their_subaccounts_and_their_own_events_only(as_scope
 
 # --- what it shows -----------------------------------------------------------------------------
 
+
 def test_each_attempt_shows_its_result_and_a_lone_attempt_shows_outcome_unknown(as_viewer):
     succeeded(subaccount=1, order_group_id="og_ok")
     failed(subaccount=1, order_group_id="og_bad")
@@ -145,9 +147,14 @@ def test_each_attempt_shows_its_result_and_a_lone_attempt_shows_outcome_unknown(
 
 def test_an_attempt_is_outcome_unknown_until_its_result_is_appended(as_viewer):
     single = audit.Pending(ACTOR, "trigger", subaccount=1, order_group_id="og_one")
-    first, second = audit.Pending.many(ACTOR, "kill_switch_trigger", [
-        {"subaccount": 2, "order_group_id": "og_two"}, {"subaccount": 3, "order_group_id": "og_three"},
-    ])
+    first, second = audit.Pending.many(
+        ACTOR,
+        "kill_switch_trigger",
+        [
+            {"subaccount": 2, "order_group_id": "og_two"},
+            {"subaccount": 3, "order_group_id": "og_three"},
+        ],
+    )
     event("login", "succeeded")
     assert page_seqs(as_viewer.get(f"{LOG}?outcome=unknown")) == [3, 2, 1]
 
@@ -160,7 +167,9 @@ def test_an_attempt_is_outcome_unknown_until_its_result_is_appended(as_viewer):
 
 
 def test_a_limit_change_shows_the_limit_before_and_after(as_viewer):
-    succeeded("update_limit", subaccount=1, order_group_id="og_a", params={"contracts_limit": 50, "previous_limit": 100})
+    succeeded(
+        "update_limit", subaccount=1, order_group_id="og_a", params={"contracts_limit": 50, "previous_limit": 100}
+    )
     assert "Limit 100 → 50" in row(as_viewer.get(LOG), 1)
 
 
@@ -193,7 +202,9 @@ def test_pages_are_keyset_paged_on_seq_without_offset(as_viewer):
         second = as_viewer.get(LOG + "?subaccount=1&before=71")
     assert page_seqs(second) == list(range(70, 20, -1))
     assert "Newest events" in second.content.decode()
-    page_query = next(q["sql"] for q in queries.captured_queries if 'ORDER BY "ogpanel_auditevent"."seq" DESC' in q["sql"])
+    page_query = next(
+        q["sql"] for q in queries.captured_queries if 'ORDER BY "ogpanel_auditevent"."seq" DESC' in q["sql"]
+    )
     assert '"seq" < 71' in page_query and "LIMIT 51" in page_query
     assert not any("OFFSET" in q["sql"] for q in queries.captured_queries)
 
@@ -209,8 +220,14 @@ def mixed_events(db) -> dict[str, int]:
         "old": event("login", "succeeded", actor=alice, at=datetime(2025, 1, 15, 23, 59, 59, tzinfo=timezone.utc)),
         "trigger": event("trigger", "succeeded", actor=alice, subaccount=1, order_group_id="og_a", reason="fat finger"),
         "reset": event("reset", "failed", actor=bob, subaccount=2, order_group_id="og_b", error="HTTP 500 boom"),
-        "limit": event("update_limit", "succeeded", actor=alice, subaccount=2, order_group_id="og_c",
-                       params={"contracts_limit": 5, "previous_limit": 9}),
+        "limit": event(
+            "update_limit",
+            "succeeded",
+            actor=alice,
+            subaccount=2,
+            order_group_id="og_c",
+            params={"contracts_limit": 5, "previous_limit": 9},
+        ),
         "lost": audit.Pending(bob, "delete", subaccount=3, order_group_id="og_d").event,
     }
     return {name: ev.seq for name, ev in events.items()}
@@ -244,8 +261,9 @@ def test_each_filter_narrows_the_page_and_the_export_to_the_same_events(query, e
         assert export_seqs(as_admin, fmt, query) == page
 
 
-@pytest.mark.parametrize("query", ["before=abc", "since=2025-13-45", "subaccount=-1", "outcome=maybe",
-                                   "since=2025-02-01&until=2025-01-01"])
+@pytest.mark.parametrize(
+    "query", ["before=abc", "since=2025-13-45", "subaccount=-1", "outcome=maybe", "since=2025-02-01&until=2025-01-01"]
+)
 def test_invalid_filters_answer_400_with_the_reason_and_no_events(query, as_viewer):
     event()
     response = as_viewer.get(f"{LOG}?{query}")
@@ -277,6 +295,7 @@ def test_the_event_page_shows_every_field_and_links_attempt_and_result(as_viewer
 
 # --- export ------------------------------------------------------------------------------------
 
+
 def test_the_export_streams_a_named_file_and_is_itself_recorded(as_admin, administrator):
     succeeded(subaccount=1)
     response = as_admin.get(reverse("audit_export", args=["csv"]) + "?subaccount=1")
@@ -287,7 +306,10 @@ def test_the_export_streams_a_named_file_and_is_itself_recorded(as_admin, admini
     assert [line["seq"] for line in lines] == ["2", "1"] and lines[0]["attempt_seq"] == "1"
     record = AuditEvent.objects.get(action="export_audit")
     assert (record.actor_id, record.outcome, record.params) == (
-        administrator.pk, "succeeded", {"format": "csv", "subaccount": 1})
+        administrator.pk,
+        "succeeded",
+        {"format": "csv", "subaccount": 1},
+    )
     assert record.seq == 3  # recorded first, and not part of the file it describes
 
     response = as_admin.get(reverse("audit_export", args=["jsonl"]))
@@ -305,9 +327,9 @@ def test_the_json_lines_export_can_be_verified_offline(as_admin):
 
 
 def test_the_csv_export_defuses_spreadsheet_formulas(as_admin):
-    event(reason="=HYPERLINK(\"http://evil\")", user_agent="@SUM(1)")
+    event(reason='=HYPERLINK("http://evil")', user_agent="@SUM(1)")
     [line] = csv.DictReader(io.StringIO(exported(as_admin.get(reverse("audit_export", args=["csv"])))))
-    assert line["reason"] == "'=HYPERLINK(\"http://evil\")" and line["user_agent"] == "'@SUM(1)"
+    assert line["reason"] == '\'=HYPERLINK("http://evil")' and line["user_agent"] == "'@SUM(1)"
 
 
 def test_a_scoped_admin_exports_only_their_subaccounts(db, sim):
@@ -326,6 +348,7 @@ def test_the_export_refuses_an_unknown_format_or_bad_filters(as_admin):
 
 
 # --- the Django admin --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def superuser_client(db) -> Client:
@@ -361,8 +384,13 @@ def test_a_scope_change_in_the_admin_is_recorded(superuser_client, scoped_operat
     assert response.status_code == 302
     change = AuditEvent.objects.get(action="role_change")
     assert (change.actor_username, change.outcome) == ("root", "succeeded")
-    assert change.params == {"username": "sam", "user_id": scoped_operator.pk, "via": "admin",
-                             "before": {"role": "ops", "subaccounts": [1]}, "after": {"role": "ops", "subaccounts": [1, 2]}}
+    assert change.params == {
+        "username": "sam",
+        "user_id": scoped_operator.pk,
+        "via": "admin",
+        "before": {"role": "ops", "subaccounts": [1]},
+        "after": {"role": "ops", "subaccounts": [1, 2]},
+    }
 
 
 def test_a_role_change_in_the_user_admin_is_recorded(db, operator, django_capture_on_commit_callbacks):
@@ -375,4 +403,6 @@ def test_a_role_change_in_the_user_admin_is_recorded(db, operator, django_captur
         operator.groups.set([Group.objects.get(name="viewer")])  # what save_related does next
     change = AuditEvent.objects.get(action="role_change")
     assert (change.params["before"], change.params["after"]) == (
-        {"role": "ops", "subaccounts": "all"}, {"role": "viewer", "subaccounts": "all"})
+        {"role": "ops", "subaccounts": "all"},
+        {"role": "viewer", "subaccounts": "all"},
+    )

@@ -20,8 +20,13 @@ SCRIPTS = {
 
 def test_each_benchmark_runs_at_its_smallest_size_and_prints_its_table():
     runs = {
-        name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / name), "--quick"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / name), "--quick"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for name in SCRIPTS
     }
     outputs = {name: run.communicate(timeout=120)[0] for name, run in runs.items()}

@@ -36,8 +36,9 @@ def canary_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="module")
 def canary_pem(canary_key) -> str:
     # PKCS#1, as Kalshi issues keys.
-    return canary_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                    serialization.NoEncryption()).decode()
+    return canary_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
 
 
 @pytest.fixture
@@ -56,8 +57,9 @@ def password_of(user) -> str:
     return f"{user.username}-password-1"
 
 
-def crawl(client: Client, password: str, *, credential: int, group: str, other: str, doomed: str,
-          canary_pem: str) -> list[tuple[str, str, dict, dict]]:
+def crawl(
+    client: Client, password: str, *, credential: int, group: str, other: str, doomed: str, canary_pem: str
+) -> list[tuple[str, str, dict, dict]]:
     """Every page, partial and form of the panel, as (method, url, data, headers)."""
     kill = {"reason": "canary", "reauth_password": password}
     return [
@@ -90,8 +92,12 @@ def crawl(client: Client, password: str, *, credential: int, group: str, other: 
         ("post", "/kill-switch/", {**kill, "operation": "reset_one", "subaccount": "1", "confirm": "RESET"}, {}),
         ("get", "/kill-switch/", {}, {}),  # the report of the plain post
         ("post", "/kill-switch/", {**kill, "operation": "trigger_all", "confirm": "TRIGGER"}, HTMX),
-        ("post", "/kill-switch/", {"operation": "trigger_all", "confirm": "TRIGGER", "reason": "x",
-                                   "reauth_password": "wrong"}, HTMX),
+        (
+            "post",
+            "/kill-switch/",
+            {"operation": "trigger_all", "confirm": "TRIGGER", "reason": "x", "reauth_password": "wrong"},
+            HTMX,
+        ),
         ("get", "/audit/", {}, {}),
         ("get", "/audit/?outcome=failed", {}, HTMX),
         ("get", "/audit/?outcome=unknown&q=canary", {}, {}),
@@ -110,16 +116,40 @@ def crawl(client: Client, password: str, *, credential: int, group: str, other: 
         ("post", f"/credentials/{credential}/test/", {}, {}),
         ("post", f"/credentials/{credential}/test/", {"subaccount": "2"}, HTMX),
         # Forms that carry the key and are refused: the key must not come back with the form.
-        ("post", f"/credentials/{credential}/rotate/", {"key_id": CANARY_KEY_ID, "private_key": canary_pem,
-                                                        "reauth_password": "wrong"}, {}),
+        (
+            "post",
+            f"/credentials/{credential}/rotate/",
+            {"key_id": CANARY_KEY_ID, "private_key": canary_pem, "reauth_password": "wrong"},
+            {},
+        ),
         ("post", f"/credentials/{credential}/rotate/", {"key_id": "not a key id", "private_key": canary_pem}, {}),
-        ("post", "/credentials/new/", {"label": "canary", "environment": "custom", "key_id": CANARY_KEY_ID,
-                                       "custom_base_url": "http://127.0.0.1:1/trade-api/v2",
-                                       "private_key": canary_pem, "reauth_password": password}, {}),
+        (
+            "post",
+            "/credentials/new/",
+            {
+                "label": "canary",
+                "environment": "custom",
+                "key_id": CANARY_KEY_ID,
+                "custom_base_url": "http://127.0.0.1:1/trade-api/v2",
+                "private_key": canary_pem,
+                "reauth_password": password,
+            },
+            {},
+        ),
         ("post", f"/credentials/{credential}/remove/", {"seen": "", "reauth_password": password}, {}),
         ("get", "/subaccounts/", {}, {}),
-        ("post", "/subaccounts/", {"number": "1", "op": "assign", "credential": str(credential), "label": "desk 1",
-                                   "reauth_password": password}, HTMX),
+        (
+            "post",
+            "/subaccounts/",
+            {
+                "number": "1",
+                "op": "assign",
+                "credential": str(credential),
+                "label": "desk 1",
+                "reauth_password": password,
+            },
+            HTMX,
+        ),
         ("get", "/accounts/reauth/", {}, {}),
         ("get", "/accounts/login/", {}, {}),
         ("post", "/accounts/login/", {"username": "ada", "password": canary_pem}, {}),  # a key pasted as a password
@@ -140,8 +170,18 @@ def body(response) -> str:
 
 @pytest.mark.parametrize("kind", [None, *FAULTS])
 def test_no_piece_of_a_canary_key_leaves_the_panel(
-    kind, settings, sim, canary_key, canary_pem, viewer, operator, administrator, scoped_operator,
-    everything_logged, mailoutbox, monkeypatch,
+    kind,
+    settings,
+    sim,
+    canary_key,
+    canary_pem,
+    viewer,
+    operator,
+    administrator,
+    scoped_operator,
+    everything_logged,
+    mailoutbox,
+    monkeypatch,
 ):
     settings.ADMINS = ["ops@example.com"]
     settings.DEBUG = False
@@ -150,22 +190,39 @@ def test_no_piece_of_a_canary_key_leaves_the_panel(
     settings.OGPANEL_LIST_CACHE_SECONDS = 0
     administrator.is_staff = administrator.is_superuser = True  # the Django admin's pages are crawled too
     administrator.save()
-    public_pem = canary_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = canary_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     sim.add_key(CANARY_KEY_ID, public_pem)
 
     # Load the canary the way an admin does: the credential form, then the subaccount mapping.
     admin = Client(raise_request_exception=False)
     admin.force_login(administrator)
     password = password_of(administrator)
-    created = admin.post("/credentials/new/", {
-        "label": "canary", "environment": "custom", "custom_base_url": sim.base_url, "key_id": CANARY_KEY_ID,
-        "private_key": canary_pem, "reauth_password": password})
+    created = admin.post(
+        "/credentials/new/",
+        {
+            "label": "canary",
+            "environment": "custom",
+            "custom_base_url": sim.base_url,
+            "key_id": CANARY_KEY_ID,
+            "private_key": canary_pem,
+            "reauth_password": password,
+        },
+    )
     assert created.status_code == 302
     credential = Credential.objects.get(label="canary")
     for number in range(4):
-        assigned = admin.post("/subaccounts/", {"number": str(number), "op": "assign", "credential": credential.pk,
-                                                "label": f"desk {number}", "reauth_password": password})
+        assigned = admin.post(
+            "/subaccounts/",
+            {
+                "number": str(number),
+                "op": "assign",
+                "credential": credential.pk,
+                "label": f"desk {number}",
+                "reauth_password": password,
+            },
+        )
         assert assigned.status_code == 302
     # The crawl is about what comes back, not pacing: the canary's client retries at once and draws
     # on the largest tier's budget, or retried faults would make the crawl wait for minutes.
@@ -178,14 +235,27 @@ def test_no_piece_of_a_canary_key_leaves_the_panel(
     texts: dict[str, str] = {}
     statuses = {}
     anonymous = Client(raise_request_exception=False)
-    for role, user in [("anonymous", None), ("viewer", viewer), ("operator", operator),
-                       ("scoped operator", scoped_operator), ("admin", administrator)]:
-        client = anonymous if user is None else admin if user == administrator else Client(
-            raise_request_exception=False)
+    for role, user in [
+        ("anonymous", None),
+        ("viewer", viewer),
+        ("operator", operator),
+        ("scoped operator", scoped_operator),
+        ("admin", administrator),
+    ]:
+        client = (
+            anonymous if user is None else admin if user == administrator else Client(raise_request_exception=False)
+        )
         if user is not None and client is not admin:
             client.force_login(user)
-        pages = crawl(client, password_of(user) if user else "", credential=credential.pk, group=group, other=other,
-                      doomed=doomed, canary_pem=canary_pem)
+        pages = crawl(
+            client,
+            password_of(user) if user else "",
+            credential=credential.pk,
+            group=group,
+            other=other,
+            doomed=doomed,
+            canary_pem=canary_pem,
+        )
         for n, (method, url, data, headers) in enumerate(pages):
             response = getattr(client, method)(url, data, headers=headers)
             where = f"{role} {method.upper()} {url} #{n}"
@@ -196,15 +266,24 @@ def test_no_piece_of_a_canary_key_leaves_the_panel(
 
     # A real crash while a key is being saved (no encryption key configured): a 500 and its mailed report.
     settings.OGPANEL_ENCRYPTION_KEYS = ""
-    crash = admin.post("/credentials/new/", {
-        "label": "crash", "environment": "custom", "custom_base_url": sim.base_url, "key_id": CANARY_KEY_ID,
-        "private_key": canary_pem, "reauth_password": password})
+    crash = admin.post(
+        "/credentials/new/",
+        {
+            "label": "crash",
+            "environment": "custom",
+            "custom_base_url": sim.base_url,
+            "key_id": CANARY_KEY_ID,
+            "private_key": canary_pem,
+            "reauth_password": password,
+        },
+    )
     assert crash.status_code == 500
     texts["crash"] = body(crash)
 
     for n, message in enumerate(mailoutbox):
-        texts[f"mail {n}"] = "\n".join([message.subject, message.body,
-                                        *(str(content) for content, _ in getattr(message, "alternatives", []))])
+        texts[f"mail {n}"] = "\n".join(
+            [message.subject, message.body, *(str(content) for content, _ in getattr(message, "alternatives", []))]
+        )
     texts["log"] = everything_logged.text
     texts["log records"] = "\n".join(repr(vars(record)) for record in everything_logged.records)
     texts["audit"] = "\n".join(repr(event) for event in AuditEvent.objects.values())

@@ -49,6 +49,7 @@ def gone(sim, group_id: str) -> bool:
 
 # --- dashboard -----------------------------------------------------------------------------------
 
+
 def test_it_lists_every_group_of_every_subaccount_and_marks_triggered_ones(sim, subaccounts, as_viewer):
     calm = sim.create_group(0, 100)
     tripped = sim.create_group(2, 5)
@@ -88,8 +89,9 @@ def test_it_keeps_listing_the_others_when_one_subaccount_fails(sim, subaccounts,
     assert page.count('<span class="status-ok">OK</span>') == 3
 
 
-def test_a_subaccount_whose_key_cannot_be_decrypted_does_not_blank_the_page(sim, subaccounts, credential, rsa_pem,
-                                                                            as_viewer):
+def test_a_subaccount_whose_key_cannot_be_decrypted_does_not_blank_the_page(
+    sim, subaccounts, credential, rsa_pem, as_viewer
+):
     broken = make_credential(sim.base_url, rsa_pem, label="moved")
     # A ciphertext copied from another row does not decrypt here (it is bound to its own row).
     Credential.objects.filter(pk=broken.pk).update(private_key_encrypted=credential.private_key_encrypted)
@@ -136,6 +138,7 @@ def test_it_refuses_an_unknown_filter_without_calling_the_exchange(sim, subaccou
 
 # --- group page ----------------------------------------------------------------------------------
 
+
 def test_it_shows_a_groups_limit_state_and_order_ids(sim, subaccounts, as_viewer):
     group = sim.create_group(1, 25)
     first = sim.place_order(1, group, count=2)
@@ -159,24 +162,30 @@ def test_it_says_not_found_for_a_group_that_lives_on_another_subaccount(sim, sub
     assert "Order group not found on subaccount 2." in text(response)
 
 
-@pytest.mark.parametrize("path", [
-    "/groups/1/bad.id/",            # not a group id shape
-    f"/groups/1/{'x' * 65}/",       # too long
-    "/groups/7/og_1/",              # subaccount not configured
-    "/groups/99/og_1/",             # out of range
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/groups/1/bad.id/",  # not a group id shape
+        f"/groups/1/{'x' * 65}/",  # too long
+        "/groups/7/og_1/",  # subaccount not configured
+        "/groups/99/og_1/",  # out of range
+    ],
+)
 def test_it_answers_404_for_a_bad_group_address_without_calling_the_exchange(sim, subaccounts, as_admin, path):
     assert as_admin.get(path).status_code == 404
     assert upstream_calls(sim) == 0
 
 
-@pytest.mark.parametrize("path", [
-    "/groups/1/bad.id/trigger/",
-    "/groups/1/..%2F..%2Fportfolio/reset/",
-    f"/groups/1/{'x' * 65}/delete/",
-    "/groups/7/og_1/trigger/",
-    "/groups/99/og_1/limit/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/groups/1/bad.id/trigger/",
+        "/groups/1/..%2F..%2Fportfolio/reset/",
+        f"/groups/1/{'x' * 65}/delete/",
+        "/groups/7/og_1/trigger/",
+        "/groups/99/og_1/limit/",
+    ],
+)
 def test_it_refuses_an_operation_on_a_bad_group_address_without_calling_the_exchange(sim, subaccounts, as_admin, path):
     assert as_admin.get(path).status_code == 404
     assert as_admin.post(path, {"reason": "x", "contracts_limit": "5"}).status_code == 404
@@ -186,6 +195,7 @@ def test_it_refuses_an_operation_on_a_bad_group_address_without_calling_the_exch
 
 # --- trigger, reset, delete ----------------------------------------------------------------------
 
+
 def test_it_asks_for_a_reason_before_triggering(sim, subaccounts, as_operator):
     group = sim.create_group(2, 10)
     sim.place_order(2, group, count=1)
@@ -194,7 +204,7 @@ def test_it_asks_for_a_reason_before_triggering(sim, subaccounts, as_operator):
 
     assert confirm.status_code == 200
     page = text(confirm)
-    assert f"Trigger order group <span class=\"mono\">{group}</span> on subaccount 2 (desk 2)?" in page
+    assert f'Trigger order group <span class="mono">{group}</span> on subaccount 2 (desk 2)?' in page
     assert "cancels every resting order" in page
     assert '<label for="id_reason">' in page
     assert "Trigger group — cancels all its orders" in page
@@ -219,7 +229,11 @@ def test_it_triggers_a_group_and_redirects_a_plain_post(sim, subaccounts, as_ope
     assert state["triggered"] is True and state["orders"][order] == "cancelled"
     result = AuditEvent.objects.get(action="trigger", outcome="succeeded")
     assert (result.reason, result.subaccount, result.order_group_id, result.actor_username) == (
-        "desk 2 runaway", 2, group, "otto")
+        "desk 2 runaway",
+        2,
+        group,
+        "otto",
+    )
     follow = as_operator.get(response["Location"])
     assert f"Triggered order group {group} on subaccount 2." in text(follow)
     assert ">TRIGGERED<" in text(follow)
@@ -246,8 +260,9 @@ def test_it_resets_a_triggered_group(sim, subaccounts, as_operator, htmx):
     sim.fill(sim.place_order(1, group, count=6), 6)
     assert sim.group(group)["triggered"] is True
 
-    response = as_operator.post(f"/groups/1/{group}/reset/", {"reason": "cleared with desk"},
-                                headers=HTMX if htmx else {})
+    response = as_operator.post(
+        f"/groups/1/{group}/reset/", {"reason": "cleared with desk"}, headers=HTMX if htmx else {}
+    )
 
     if htmx:
         assert response.status_code == 200 and "ogpanel:groups-changed" in events(response)
@@ -277,14 +292,18 @@ def test_it_deletes_a_group(sim, subaccounts, as_admin, htmx):
 def test_deleting_from_the_groups_own_page_sends_htmx_to_the_dashboard(sim, subaccounts, as_admin):
     group = sim.create_group(0, 5)
 
-    response = as_admin.post(f"/groups/0/{group}/delete/", {"reason": "gone"},
-                             headers={**HTMX, "HX-Current-URL": f"http://testserver/groups/0/{group}/"})
+    response = as_admin.post(
+        f"/groups/0/{group}/delete/",
+        {"reason": "gone"},
+        headers={**HTMX, "HX-Current-URL": f"http://testserver/groups/0/{group}/"},
+    )
 
     assert response.status_code == 200 and response["HX-Redirect"] == "/"
     assert gone(sim, group)
 
 
 # --- create and limit ----------------------------------------------------------------------------
+
 
 def test_it_creates_a_group_and_redirects_to_it(sim, subaccounts, as_admin):
     response = as_admin.post("/groups/new/", {"subaccount": "3", "contracts_limit": "250", "exchange_index": "0"})
@@ -300,8 +319,9 @@ def test_it_creates_a_group_in_place_for_htmx(sim, subaccounts, as_admin):
     assert "<html" not in text(form) and 'hx-post="/groups/new/"' in text(form)
     assert '<option value="3">Subaccount 3 (desk 3)</option>' in text(form)
 
-    response = as_admin.post("/groups/new/", {"subaccount": "1", "contracts_limit": "40", "exchange_index": "0"},
-                             headers=HTMX)
+    response = as_admin.post(
+        "/groups/new/", {"subaccount": "1", "contracts_limit": "40", "exchange_index": "0"}, headers=HTMX
+    )
 
     assert response.status_code == 200 and "ogpanel:groups-changed" in events(response)
     created = AuditEvent.objects.get(action="create", outcome="succeeded").params["order_group_id"]
@@ -309,16 +329,19 @@ def test_it_creates_a_group_in_place_for_htmx(sim, subaccounts, as_admin):
     assert sim.group(created)["contracts_limit"] == 40
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("contracts_limit", "0", "from 1 to 1,000,000"),
-    ("contracts_limit", "1000001", "from 1 to 1,000,000"),
-    ("contracts_limit", "1.5", "from 1 to 1,000,000"),
-    ("contracts_limit", "ten", "from 1 to 1,000,000"),
-    ("subaccount", "99", "Subaccount must be a whole number from 0 to 32."),
-    ("subaccount", "7", "Subaccount 7 is not configured"),
-    ("subaccount", "-1", "Subaccount must be a whole number"),
-    ("exchange_index", "x", "Exchange index must be a whole number"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("contracts_limit", "0", "from 1 to 1,000,000"),
+        ("contracts_limit", "1000001", "from 1 to 1,000,000"),
+        ("contracts_limit", "1.5", "from 1 to 1,000,000"),
+        ("contracts_limit", "ten", "from 1 to 1,000,000"),
+        ("subaccount", "99", "Subaccount must be a whole number from 0 to 32."),
+        ("subaccount", "7", "Subaccount 7 is not configured"),
+        ("subaccount", "-1", "Subaccount must be a whole number"),
+        ("exchange_index", "x", "Exchange index must be a whole number"),
+    ],
+)
 def test_it_refuses_bad_create_input_without_calling_the_exchange(sim, subaccounts, as_admin, field, value, message):
     data = {"subaccount": "1", "contracts_limit": "10", "exchange_index": "0", field: value}
 
@@ -338,8 +361,9 @@ def test_it_changes_a_limit_and_records_the_previous_one(sim, subaccounts, as_ad
     form = as_admin.get(f"/groups/2/{group}/limit/")
     assert "triggers it at once" in text(form) and "Current limit: <strong>100</strong>" in text(form)
 
-    response = as_admin.post(f"/groups/2/{group}/limit/", {"contracts_limit": "60", "reason": "tighten"},
-                             headers=HTMX if htmx else {})
+    response = as_admin.post(
+        f"/groups/2/{group}/limit/", {"contracts_limit": "60", "reason": "tighten"}, headers=HTMX if htmx else {}
+    )
 
     if htmx:
         assert response.status_code == 200
@@ -378,10 +402,14 @@ def test_it_refuses_a_bad_limit_without_calling_the_exchange(sim, subaccounts, a
 
 # --- upstream failures ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kind", "status", "answer", "words"), [
-    ("error", 500, 502, "internal error"),
-    ("rate_limit", None, 429, "Rate limited by the exchange"),
-])
+
+@pytest.mark.parametrize(
+    ("kind", "status", "answer", "words"),
+    [
+        ("error", 500, 502, "internal error"),
+        ("rate_limit", None, 429, "Rate limited by the exchange"),
+    ],
+)
 @pytest.mark.parametrize("htmx", [False, True])
 def test_it_shows_an_exchange_failure_in_place(sim, subaccounts, as_operator, kind, status, answer, words, htmx):
     group = sim.create_group(1, 10)
@@ -409,6 +437,7 @@ def test_it_says_not_found_when_a_group_id_is_sent_to_the_wrong_subaccount(sim, 
 
 
 # --- permissions ---------------------------------------------------------------------------------
+
 
 def test_it_refuses_trigger_for_a_viewer_and_hides_the_button(sim, subaccounts, as_viewer):
     group = sim.create_group(1, 10)
@@ -457,16 +486,30 @@ def test_a_scoped_operator_gets_404_outside_their_subaccount(sim, subaccounts, a
 
 # --- kill switch ---------------------------------------------------------------------------------
 
+
 def own_password(client) -> str:
     """The persona's password (tests.panel_fixtures.make_user), for re-authentication."""
     user = User.objects.get(pk=client.session["_auth_user_id"])
     return f"{user.username}-password-1"
 
 
-def kill(client, operation: str, *, subaccount: str = "", confirm: str = "TRIGGER", reason: str = "drill",
-         headers: dict | None = None, password: str | None = None):
-    data = {"operation": operation, "subaccount": subaccount, "reason": reason, "confirm": confirm,
-            "reauth_password": own_password(client) if password is None else password}
+def kill(
+    client,
+    operation: str,
+    *,
+    subaccount: str = "",
+    confirm: str = "TRIGGER",
+    reason: str = "drill",
+    headers: dict | None = None,
+    password: str | None = None,
+):
+    data = {
+        "operation": operation,
+        "subaccount": subaccount,
+        "reason": reason,
+        "confirm": confirm,
+        "reauth_password": own_password(client) if password is None else password,
+    }
     return client.post("/kill-switch/", data, headers=headers or {})
 
 
@@ -506,7 +549,7 @@ def test_the_kill_switch_triggers_every_group_everywhere_and_reports_the_one_tha
     assert fired["ogpanel:flash"]["message"] == "Kill switch finished: 5 triggered, 1 already triggered, 1 failed."
     assert "Triggered: <strong>5</strong>" in page and "Failed: <strong>1</strong>" in page
     assert "Already triggered: <strong>1</strong>" in page
-    failed_row = page[page.index('<tr class="is-failed">'):]
+    failed_row = page[page.index('<tr class="is-failed">') :]
     assert stuck in failed_row[:600] and "internal error" in failed_row[:600]
     for n, ids in groups.items():
         for group in ids:
@@ -536,20 +579,28 @@ def test_the_kill_switch_resets_only_triggered_groups(sim, subaccounts, as_opera
     response = kill(as_operator, "reset_one", subaccount="1", confirm="RESET", headers=HTMX)
 
     assert response.status_code == 200
-    assert "Reset: <strong>1</strong>" in text(response) and "Not triggered, left alone: <strong>1</strong>" in text(response)
+    assert "Reset: <strong>1</strong>" in text(response) and "Not triggered, left alone: <strong>1</strong>" in text(
+        response
+    )
     assert sim.group(tripped)["triggered"] is False
     assert not [r for r in writes(sim) if calm in r.path]  # the active group's counter was left alone
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"operation": "trigger_all", "confirm": "", "reason": "x"}, "Type TRIGGER to confirm."),
-    ({"operation": "trigger_all", "confirm": "trigger!", "reason": "x"}, "Type TRIGGER to confirm."),
-    ({"operation": "reset_one", "subaccount": "1", "confirm": "TRIGGER", "reason": "x"}, "Type RESET to confirm."),
-    ({"operation": "trigger_all", "confirm": "TRIGGER", "reason": ""}, "Give a reason"),
-    ({"operation": "trigger_one", "subaccount": "", "confirm": "TRIGGER", "reason": "x"}, "Choose the subaccount."),
-    ({"operation": "trigger_one", "subaccount": "7", "confirm": "TRIGGER", "reason": "x"}, "Subaccount 7 is not configured"),
-    ({"operation": "trigger_one", "subaccount": "40", "confirm": "TRIGGER", "reason": "x"}, "from 0 to 32"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"operation": "trigger_all", "confirm": "", "reason": "x"}, "Type TRIGGER to confirm."),
+        ({"operation": "trigger_all", "confirm": "trigger!", "reason": "x"}, "Type TRIGGER to confirm."),
+        ({"operation": "reset_one", "subaccount": "1", "confirm": "TRIGGER", "reason": "x"}, "Type RESET to confirm."),
+        ({"operation": "trigger_all", "confirm": "TRIGGER", "reason": ""}, "Give a reason"),
+        ({"operation": "trigger_one", "subaccount": "", "confirm": "TRIGGER", "reason": "x"}, "Choose the subaccount."),
+        (
+            {"operation": "trigger_one", "subaccount": "7", "confirm": "TRIGGER", "reason": "x"},
+            "Subaccount 7 is not configured",
+        ),
+        ({"operation": "trigger_one", "subaccount": "40", "confirm": "TRIGGER", "reason": "x"}, "from 0 to 32"),
+    ],
+)
 def test_the_kill_switch_refuses_an_unconfirmed_or_bad_request(sim, subaccounts, as_operator, data, message):
     group = sim.create_group(1, 10)
 

@@ -22,7 +22,6 @@ from tests.panel_fixtures import make_credential
 from tests.pem import fake_pem
 
 
-
 HTMX = {"HTTP_HX_REQUEST": "true"}
 NEW_KEY_ID = "key-2"
 
@@ -43,8 +42,12 @@ def other_pem(other_key) -> bytes:
 
 @pytest.fixture
 def sim_with_other_key(sim, other_key):
-    sim.add_key(NEW_KEY_ID, other_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    sim.add_key(
+        NEW_KEY_ID,
+        other_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
     return sim
 
 
@@ -59,11 +62,18 @@ def as_admin(administrator):
 
 
 def create_form(sim, pem: bytes, **fields) -> dict:
-    return {"label": "Desk A", "environment": "custom", "custom_base_url": sim.base_url, "key_id": "test-key",
-            "private_key": pem.decode(), **fields}
+    return {
+        "label": "Desk A",
+        "environment": "custom",
+        "custom_base_url": sim.base_url,
+        "key_id": "test-key",
+        "private_key": pem.decode(),
+        **fields,
+    }
 
 
 # --- create ------------------------------------------------------------------------------------
+
 
 def test_admin_adds_a_credential_from_a_pasted_pkcs8_key(as_admin, sim, rsa_pem, rsa_key):
     response = as_admin.post(reverse("credential_create"), create_form(sim, rsa_pem))
@@ -89,10 +99,16 @@ def test_admin_adds_a_credential_from_an_uploaded_pkcs1_file_with_crlf_line_ends
 
 
 def test_admin_adds_a_credential_for_a_named_environment(as_admin, settings, rsa_pem):
-    response = as_admin.post(reverse("credential_create"), {
-        "label": "Demo", "environment": "demo", "custom_base_url": "", "key_id": "0b8e4c1e-5a7a-4c7e-9d8f-1a2b3c4d5e6f",
-        "private_key": rsa_pem.decode(),
-    })
+    response = as_admin.post(
+        reverse("credential_create"),
+        {
+            "label": "Demo",
+            "environment": "demo",
+            "custom_base_url": "",
+            "key_id": "0b8e4c1e-5a7a-4c7e-9d8f-1a2b3c4d5e6f",
+            "private_key": rsa_pem.decode(),
+        },
+    )
 
     assert response.status_code == 302
     assert Credential.objects.get(label="Demo").base_url == settings.OGPANEL_BASE_URLS["demo"]
@@ -110,12 +126,15 @@ def _refused_keys() -> dict[str, bytes]:
 REFUSED = _refused_keys()
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("not a PEM", "not a readable PEM private key"),
-    ("Ed25519", "not an RSA key"),
-    ("EC P-256", "not an RSA key"),
-    ("RSA 1024", "has 1024 bits; at least 2048 are required"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("not a PEM", "not a readable PEM private key"),
+        ("Ed25519", "not an RSA key"),
+        ("EC P-256", "not an RSA key"),
+        ("RSA 1024", "has 1024 bits; at least 2048 are required"),
+    ],
+)
 def test_it_refuses_an_unusable_key_and_comes_back_with_the_key_field_empty(as_admin, sim, kind, message):
     pem = REFUSED[kind]
 
@@ -170,12 +189,15 @@ def test_it_asks_for_a_key_when_none_is_given(as_admin, sim):
     assert "paste the key again" not in page  # nothing was dropped
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://exchange.example.com/trade-api/v2", "plain http:// is allowed only for a simulator on this machine"),
-    ("https://exchange.example.com/v1", "must end in /trade-api/v2"),
-    ("ftp://127.0.0.1/trade-api/v2", "Enter a URL starting with https://"),
-    ("", "Enter the base URL for the custom environment"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://exchange.example.com/trade-api/v2", "plain http:// is allowed only for a simulator on this machine"),
+        ("https://exchange.example.com/v1", "must end in /trade-api/v2"),
+        ("ftp://127.0.0.1/trade-api/v2", "Enter a URL starting with https://"),
+        ("", "Enter the base URL for the custom environment"),
+    ],
+)
 def test_it_refuses_a_custom_base_url_it_would_not_sign_for(as_admin, sim, rsa_pem, url, message):
     response = as_admin.post(reverse("credential_create"), create_form(sim, rsa_pem, custom_base_url=url))
 
@@ -192,6 +214,7 @@ def test_it_refuses_a_key_id_that_cannot_go_in_a_header(as_admin, sim, rsa_pem):
 
 
 # --- list and detail ---------------------------------------------------------------------------
+
 
 def test_list_and_detail_show_the_key_id_and_fingerprint_only(as_admin, credential, subaccounts, rsa_pem):
     listing = as_admin.get(reverse("credentials")).content.decode()
@@ -214,8 +237,10 @@ def test_detail_explains_a_key_moved_from_another_row_instead_of_failing(as_admi
     listing = as_admin.get(reverse("credentials")).content.decode()
 
     assert response.status_code == 200
-    assert ("stored private key cannot be used. The stored key does not decrypt for this credential"
-            in response.content.decode())
+    assert (
+        "stored private key cannot be used. The stored key does not decrypt for this credential"
+        in response.content.decode()
+    )
     assert "Cannot be decrypted" in listing
 
 
@@ -230,14 +255,21 @@ def test_detail_names_an_encryption_key_id_that_is_no_longer_configured(as_admin
 
 # --- rotate ------------------------------------------------------------------------------------
 
+
 def test_rotate_replaces_key_and_key_id_and_keeps_the_subaccounts(
-    as_admin, sim_with_other_key, credential, subaccounts, other_pem, other_key,
+    as_admin,
+    sim_with_other_key,
+    credential,
+    subaccounts,
+    other_pem,
+    other_key,
 ):
     sim = sim_with_other_key
     as_admin.post(reverse("credential_test", args=[credential.pk]))  # the old key is in use (and cached)
 
-    response = as_admin.post(reverse("credential_rotate", args=[credential.pk]),
-                             {"key_id": NEW_KEY_ID, "private_key": other_pem.decode()})
+    response = as_admin.post(
+        reverse("credential_rotate", args=[credential.pk]), {"key_id": NEW_KEY_ID, "private_key": other_pem.decode()}
+    )
 
     credential.refresh_from_db()
     assert response.status_code == 302
@@ -255,8 +287,10 @@ def test_rotate_replaces_key_and_key_id_and_keeps_the_subaccounts(
 def test_rotate_refuses_a_bad_key_and_keeps_the_old_one(as_admin, credential, rsa_pem):
     before = credential.private_key_encrypted
 
-    response = as_admin.post(reverse("credential_rotate", args=[credential.pk]),
-                             {"key_id": "new-id", "private_key": REFUSED["RSA 1024"].decode()})
+    response = as_admin.post(
+        reverse("credential_rotate", args=[credential.pk]),
+        {"key_id": "new-id", "private_key": REFUSED["RSA 1024"].decode()},
+    )
 
     credential.refresh_from_db()
     page = response.content.decode()
@@ -270,12 +304,15 @@ def test_rotate_fixes_a_key_that_no_longer_decrypts(as_admin, sim, credential, r
     other = make_credential(sim.base_url, rsa_pem, label="other")
     Credential.objects.filter(pk=other.pk).update(private_key_encrypted=credential.private_key_encrypted)
 
-    as_admin.post(reverse("credential_rotate", args=[other.pk]), {"key_id": "test-key", "private_key": rsa_pem.decode()})
+    as_admin.post(
+        reverse("credential_rotate", args=[other.pk]), {"key_id": "test-key", "private_key": rsa_pem.decode()}
+    )
 
     assert as_admin.post(reverse("credential_test", args=[other.pk])).status_code == 200
 
 
 # --- remove ------------------------------------------------------------------------------------
+
 
 def test_remove_confirmation_lists_the_subaccounts_that_use_the_credential(as_admin, credential, subaccounts):
     page = as_admin.get(reverse("credential_remove", args=[credential.pk])).content.decode()
@@ -293,8 +330,9 @@ def test_remove_is_refused_while_subaccounts_use_the_credential(as_admin, creden
 
 
 def test_remove_with_the_unmap_box_ticked_removes_and_unmaps(as_admin, credential, subaccounts):
-    response = as_admin.post(reverse("credential_remove", args=[credential.pk]), {"seen": "0,1,2,3", "unmap": "on"},
-                             follow=True)
+    response = as_admin.post(
+        reverse("credential_remove", args=[credential.pk]), {"seen": "0,1,2,3", "unmap": "on"}, follow=True
+    )
 
     assert response.redirect_chain[-1][0] == reverse("credentials")
     assert "Removed credential \u201csim\u201d; unmapped subaccounts 0, 1, 2, 3." in response.content.decode()
@@ -321,6 +359,7 @@ def test_an_unused_credential_is_removed_without_the_unmap_box(as_admin, credent
 
 # --- test connection ---------------------------------------------------------------------------
 
+
 def test_test_connection_reports_the_groups_seen_and_the_latency(as_admin, sim, credential, subaccounts):
     sim.create_group(0, 5)
     sim.create_group(0, 7)
@@ -333,7 +372,8 @@ def test_test_connection_reports_the_groups_seen_and_the_latency(as_admin, sim, 
     assert "<html" not in page  # the fragment only, swapped in place
     assert "Connected: 2 order groups on subaccount 0, " in page and " ms." in page
     assert [(r.method, r.path, r.query.get("subaccount")) for r in sim.requests] == [
-        ("GET", "/trade-api/v2/portfolio/order_groups", "0")]
+        ("GET", "/trade-api/v2/portfolio/order_groups", "0")
+    ]
     assert AuditEvent.objects.filter(action="credential_test").first().outcome == "succeeded"
 
 
@@ -388,15 +428,22 @@ def hangs(sim, credential, settings, rsa_pem):
     return credential
 
 
-@pytest.mark.parametrize("arrange, message", [
-    (wrong_key, "Test failed: The exchange rejected the request signature: check the API key id and private key."),
-    (clock_skew, "Test failed: The exchange says the request timestamp is stale: this machine&#x27;s clock is off."),
-    (unreachable, "Test failed: The exchange could not be reached: connection refused."),
-    (rate_limited, "Test failed: Rate limited by the exchange; try again shortly."),
-    (hangs, "Test failed: The exchange did not answer within 0.5 s."),
-])
-def test_test_connection_reports_each_failure_precisely_in_place(as_admin, sim, credential, settings, rsa_pem,
-                                                                 arrange, message):
+@pytest.mark.parametrize(
+    "arrange, message",
+    [
+        (wrong_key, "Test failed: The exchange rejected the request signature: check the API key id and private key."),
+        (
+            clock_skew,
+            "Test failed: The exchange says the request timestamp is stale: this machine&#x27;s clock is off.",
+        ),
+        (unreachable, "Test failed: The exchange could not be reached: connection refused."),
+        (rate_limited, "Test failed: Rate limited by the exchange; try again shortly."),
+        (hangs, "Test failed: The exchange did not answer within 0.5 s."),
+    ],
+)
+def test_test_connection_reports_each_failure_precisely_in_place(
+    as_admin, sim, credential, settings, rsa_pem, arrange, message
+):
     tested = arrange(sim, credential, settings, rsa_pem)
 
     response = as_admin.post(reverse("credential_test", args=[tested.pk]), **HTMX)
@@ -418,12 +465,16 @@ def test_test_connection_failure_as_a_plain_post_renders_the_page(as_admin, sim,
     assert "Test failed: The exchange had an internal error (HTTP 500)" in response.content.decode()
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("ciphertext moved", "The stored key does not decrypt for this credential (moved or tampered with)"),
-    ("key id gone", "The stored key was encrypted with key id &#x27;k2&#x27;, which is not configured"),
-])
-def test_test_connection_explains_an_undecryptable_key_without_calling(as_admin, settings, sim, credential, rsa_pem,
-                                                                       breakage, message):
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("ciphertext moved", "The stored key does not decrypt for this credential (moved or tampered with)"),
+        ("key id gone", "The stored key was encrypted with key id &#x27;k2&#x27;, which is not configured"),
+    ],
+)
+def test_test_connection_explains_an_undecryptable_key_without_calling(
+    as_admin, settings, sim, credential, rsa_pem, breakage, message
+):
     if breakage == "ciphertext moved":
         tested = make_credential(sim.base_url, rsa_pem, label="other")
         Credential.objects.filter(pk=tested.pk).update(private_key_encrypted=credential.private_key_encrypted)
@@ -440,6 +491,7 @@ def test_test_connection_explains_an_undecryptable_key_without_calling(as_admin,
 
 # --- subaccount mapping ------------------------------------------------------------------------
 
+
 def test_mapping_page_lists_every_subaccount(as_admin, settings, credential, subaccounts):
     page = as_admin.get(reverse("subaccounts")).content.decode()
 
@@ -450,8 +502,11 @@ def test_mapping_page_lists_every_subaccount(as_admin, settings, credential, sub
 
 
 def test_admin_maps_a_subaccount_in_place_with_htmx(as_admin, credential):
-    response = as_admin.post(reverse("subaccounts"),
-                             {"number": "5", "credential": credential.pk, "label": "desk five", "op": "assign"}, **HTMX)
+    response = as_admin.post(
+        reverse("subaccounts"),
+        {"number": "5", "credential": credential.pk, "label": "desk five", "op": "assign"},
+        **HTMX,
+    )
 
     page = response.content.decode()
     assert response.status_code == 200
@@ -461,10 +516,14 @@ def test_admin_maps_a_subaccount_in_place_with_htmx(as_admin, credential):
     assert AuditEvent.objects.filter(action="subaccount_assign").first().subaccount == 5
 
 
-def test_admin_moves_a_subaccount_to_another_credential_with_a_plain_post(as_admin, sim, credential, subaccounts, rsa_pem):
+def test_admin_moves_a_subaccount_to_another_credential_with_a_plain_post(
+    as_admin, sim, credential, subaccounts, rsa_pem
+):
     other = make_credential(sim.base_url, rsa_pem, label="other")
 
-    response = as_admin.post(reverse("subaccounts"), {"number": "2", "credential": other.pk, "label": "", "op": "assign"})
+    response = as_admin.post(
+        reverse("subaccounts"), {"number": "2", "credential": other.pk, "label": "", "op": "assign"}
+    )
 
     assert response.status_code == 302 and response["Location"] == reverse("subaccounts")
     assert Subaccount.objects.get(number=2).credential == other
@@ -479,12 +538,15 @@ def test_admin_unmaps_a_subaccount(as_admin, credential, subaccounts):
     assert not Subaccount.objects.filter(number=3).exists()
 
 
-@pytest.mark.parametrize("data, status, message", [
-    ({"number": "9", "op": "unassign"}, 400, "Subaccount 9 is not mapped."),
-    ({"number": "9", "op": "assign", "credential": ""}, 400, "Choose the credential this subaccount uses."),
-    ({"number": "33", "op": "assign"}, 400, "Subaccount must be a number from 0 to 32."),
-    ({"number": "x", "op": "assign"}, 400, "Subaccount must be a number from 0 to 32."),
-])
+@pytest.mark.parametrize(
+    "data, status, message",
+    [
+        ({"number": "9", "op": "unassign"}, 400, "Subaccount 9 is not mapped."),
+        ({"number": "9", "op": "assign", "credential": ""}, 400, "Choose the credential this subaccount uses."),
+        ({"number": "33", "op": "assign"}, 400, "Subaccount must be a number from 0 to 32."),
+        ({"number": "x", "op": "assign"}, 400, "Subaccount must be a number from 0 to 32."),
+    ],
+)
 def test_mapping_refuses_bad_input_with_a_clear_message(as_admin, credential, data, status, message):
     response = as_admin.post(reverse("subaccounts"), data, **HTMX)
 
@@ -504,23 +566,40 @@ def test_mapping_error_as_a_plain_post_shows_the_page_with_the_row_error(as_admi
 
 # --- permissions -------------------------------------------------------------------------------
 
+
 def _credential_requests(credential) -> list[tuple[str, str]]:
     pk = credential.pk
     return [
-        ("get", reverse("credentials")), ("get", reverse("credential_create")), ("post", reverse("credential_create")),
-        ("get", reverse("credential_detail", args=[pk])), ("get", reverse("credential_rotate", args=[pk])),
-        ("post", reverse("credential_rotate", args=[pk])), ("get", reverse("credential_remove", args=[pk])),
-        ("post", reverse("credential_remove", args=[pk])), ("post", reverse("credential_test", args=[pk])),
-        ("get", reverse("subaccounts")), ("post", reverse("subaccounts")),
+        ("get", reverse("credentials")),
+        ("get", reverse("credential_create")),
+        ("post", reverse("credential_create")),
+        ("get", reverse("credential_detail", args=[pk])),
+        ("get", reverse("credential_rotate", args=[pk])),
+        ("post", reverse("credential_rotate", args=[pk])),
+        ("get", reverse("credential_remove", args=[pk])),
+        ("post", reverse("credential_remove", args=[pk])),
+        ("post", reverse("credential_test", args=[pk])),
+        ("get", reverse("subaccounts")),
+        ("post", reverse("subaccounts")),
     ]
 
 
 @pytest.mark.parametrize("persona", ["as_viewer", "as_operator"])
-def test_non_admins_are_refused_every_credential_page_and_see_no_link(request, persona, sim, credential, subaccounts,
-                                                                       rsa_pem):
+def test_non_admins_are_refused_every_credential_page_and_see_no_link(
+    request, persona, sim, credential, subaccounts, rsa_pem
+):
     client = request.getfixturevalue(persona)
-    data = {"label": "x", "environment": "custom", "custom_base_url": sim.base_url, "key_id": "k",
-            "private_key": rsa_pem.decode(), "unmap": "on", "seen": "0,1,2,3", "number": "1", "op": "unassign"}
+    data = {
+        "label": "x",
+        "environment": "custom",
+        "custom_base_url": sim.base_url,
+        "key_id": "k",
+        "private_key": rsa_pem.decode(),
+        "unmap": "on",
+        "seen": "0,1,2,3",
+        "number": "1",
+        "op": "unassign",
+    }
 
     for method, url in _credential_requests(credential):
         response = getattr(client, method)(url, data if method == "post" else None)
@@ -544,8 +623,13 @@ def test_anonymous_visitors_are_sent_to_log_in(client, credential):
 
 # --- the key never leaks -----------------------------------------------------------------------
 
+
 def test_no_line_of_a_private_key_reaches_a_page_a_log_or_the_audit_log(
-    as_admin, sim_with_other_key, rsa_pem, other_pem, caplog,
+    as_admin,
+    sim_with_other_key,
+    rsa_pem,
+    other_pem,
+    caplog,
 ):
     sim = sim_with_other_key
     caplog.set_level(logging.DEBUG)
@@ -568,8 +652,11 @@ def test_no_line_of_a_private_key_reaches_a_page_a_log_or_the_audit_log(
     visit("post", reverse("credential_test", args=[credential.pk]))
     visit("get", reverse("credential_rotate", args=[credential.pk]))
     visit("post", reverse("credential_rotate", args=[credential.pk]), {"key_id": "", "private_key": other_pem.decode()})
-    visit("post", reverse("credential_rotate", args=[credential.pk]),
-          {"key_id": NEW_KEY_ID, "private_key": other_pem.decode()})
+    visit(
+        "post",
+        reverse("credential_rotate", args=[credential.pk]),
+        {"key_id": NEW_KEY_ID, "private_key": other_pem.decode()},
+    )
     sim.set_fault("error", status=500)
     visit("post", reverse("credential_test", args=[credential.pk]), {}, **HTMX)
     visit("get", reverse("subaccounts"))
@@ -584,8 +671,9 @@ def test_no_line_of_a_private_key_reaches_a_page_a_log_or_the_audit_log(
 
 
 @pytest.mark.parametrize("view", ["credential_create", "credential_rotate"])
-def test_an_error_report_of_a_crash_while_saving_a_key_hides_it(as_admin, settings, sim, credential, rsa_pem,
-                                                                 caplog, view):
+def test_an_error_report_of_a_crash_while_saving_a_key_hides_it(
+    as_admin, settings, sim, credential, rsa_pem, caplog, view
+):
     """What AdminEmailHandler would mail: the posted key and the frames holding it are masked."""
     reports = []
 
@@ -598,8 +686,11 @@ def test_an_error_report_of_a_crash_while_saving_a_key_hides_it(as_admin, settin
     got_request_exception.connect(report)
     try:
         args = [] if view == "credential_create" else [credential.pk]
-        data = create_form(sim, rsa_pem, label="crash") if view == "credential_create" else {
-            "key_id": "k", "private_key": rsa_pem.decode()}
+        data = (
+            create_form(sim, rsa_pem, label="crash")
+            if view == "credential_create"
+            else {"key_id": "k", "private_key": rsa_pem.decode()}
+        )
         response = as_admin.post(reverse(view, args=args), data)
     finally:
         got_request_exception.disconnect(report)
@@ -613,15 +704,21 @@ def test_an_error_report_of_a_crash_while_saving_a_key_hides_it(as_admin, settin
 
 @pytest.mark.parametrize("password", ["", "wrong-password"])
 def test_credential_changes_ask_for_the_password_again_once_the_window_has_passed(
-        settings, sim, rsa_pem, credential, as_admin, password):
+    settings, sim, rsa_pem, credential, as_admin, password
+):
     settings.OGPANEL_REAUTH_SECONDS = 0
     before = Credential.objects.count(), Credential.objects.get(pk=credential.pk).private_key_encrypted
 
-    created = as_admin.post(reverse("credential_create"), {**create_form(sim, rsa_pem, label="second"), "reauth_password": password})
-    rotated = as_admin.post(reverse("credential_rotate", args=[credential.pk]),
-                            {"key_id": "test-key", "private_key": rsa_pem.decode(), "reauth_password": password})
-    removed = as_admin.post(reverse("credential_remove", args=[credential.pk]),
-                            {"seen": "", "reauth_password": password})
+    created = as_admin.post(
+        reverse("credential_create"), {**create_form(sim, rsa_pem, label="second"), "reauth_password": password}
+    )
+    rotated = as_admin.post(
+        reverse("credential_rotate", args=[credential.pk]),
+        {"key_id": "test-key", "private_key": rsa_pem.decode(), "reauth_password": password},
+    )
+    removed = as_admin.post(
+        reverse("credential_remove", args=[credential.pk]), {"seen": "", "reauth_password": password}
+    )
 
     for response in (created, rotated, removed):
         assert response.status_code == 403
@@ -632,14 +729,16 @@ def test_credential_changes_ask_for_the_password_again_once_the_window_has_passe
         assert not any(line in page for line in rsa_pem.decode().splitlines()[1:-1])
     assert (Credential.objects.count(), Credential.objects.get(pk=credential.pk).private_key_encrypted) == before
 
-    created = as_admin.post(reverse("credential_create"),
-                            {**create_form(sim, rsa_pem, label="second"), "reauth_password": "ada-password-1"})
+    created = as_admin.post(
+        reverse("credential_create"), {**create_form(sim, rsa_pem, label="second"), "reauth_password": "ada-password-1"}
+    )
     assert created.status_code == 302 and Credential.objects.count() == before[0] + 1
 
 
 @pytest.mark.parametrize("password", ["", "wrong-password"])
 def test_a_mapping_change_asks_for_the_password_again_once_the_window_has_passed(
-        settings, credential, subaccounts, as_admin, password):
+    settings, credential, subaccounts, as_admin, password
+):
     settings.OGPANEL_REAUTH_SECONDS = 0
     change = {"number": "2", "credential": credential.pk, "label": "renamed", "op": "assign"}
 

@@ -29,8 +29,10 @@ def test_seed_makes_a_working_panel_with_a_tripped_group(sim, administrator):
 
 @pytest.mark.django_db
 def test_running_the_demo_twice_replaces_keys_and_keeps_the_audit_chain(settings, unused_port):
-    settings.OGPANEL_BASE_URLS = {**settings.OGPANEL_BASE_URLS,
-                                  "simulator": f"http://127.0.0.1:{unused_port}/trade-api/v2"}
+    settings.OGPANEL_BASE_URLS = {
+        **settings.OGPANEL_BASE_URLS,
+        "simulator": f"http://127.0.0.1:{unused_port}/trade-api/v2",
+    }
     first, second = StringIO(), StringIO()
     call_command("demo", "--no-serve", stdout=first)
     keys_before = set(Credential.objects.values_list("key_id", flat=True))

@@ -35,7 +35,9 @@ def test_compose_refuses_to_start_without_secrets():
     command = compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "OGPANEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "OGPANEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD")
+    }
     result = subprocess.run([*command, "config"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr or "POSTGRES_PASSWORD" in result.stderr

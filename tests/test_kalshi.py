@@ -40,7 +40,6 @@ from tests.conftest import SIM_KEY_ID
 from tests.pem import fake_pem
 
 
-
 PREFIX = "/trade-api/v2"
 
 
@@ -49,8 +48,9 @@ def _public_pem(key) -> bytes:
 
 
 def _pkcs8(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _paths(sim) -> list[tuple[str, str]]:
@@ -66,8 +66,9 @@ def test_it_walks_a_group_through_every_endpoint(kalshi, sim):
     group_id = created.order_group_id
 
     [listed] = kalshi.list_order_groups(subaccount=2)
-    assert listed == OrderGroup(id=group_id, contracts_limit=100, contracts_limit_fp="100.00",
-                                is_auto_cancel_enabled=False, exchange_index=0)
+    assert listed == OrderGroup(
+        id=group_id, contracts_limit=100, contracts_limit_fp="100.00", is_auto_cancel_enabled=False, exchange_index=0
+    )
     assert listed.triggered is False
     assert kalshi.list_order_groups(subaccount=3) == []
 
@@ -169,7 +170,8 @@ def test_it_raises_unauthorized_for_a_key_the_exchange_does_not_know(sim, rsa_pe
     assert not isinstance(error, ClockSkew)
     assert (error.status, error.code, error.details) == (401, "authentication_error", "INCORRECT_API_KEY_SIGNATURE")
     assert error.operator_message == (
-        "The exchange rejected the request signature: check the API key id and private key.")
+        "The exchange rejected the request signature: check the API key id and private key."
+    )
     assert len(sim.requests) == 1  # a 401 is not retried
 
     with KalshiClient(sim.base_url, "nobody", rsa_pem) as unknown_id:
@@ -184,7 +186,8 @@ def test_it_raises_clock_skew_for_a_stale_timestamp(kalshi, sim):
     assert isinstance(caught.value, Unauthorized)
     assert (caught.value.status, caught.value.code) == (401, "header_timestamp_expired")
     assert caught.value.operator_message == (
-        "The exchange says the request timestamp is stale: this machine's clock is off.")
+        "The exchange says the request timestamp is stale: this machine's clock is off."
+    )
 
 
 def test_it_raises_forbidden_for_a_subaccount_the_key_may_not_use(sim, rsa_key, rsa_pem):
@@ -294,13 +297,17 @@ BAD_IDS = ["../x", "a/b", "%2F", "", " ", "a b", "x" * 65, "é", "og\n", None, 1
 
 
 @pytest.mark.parametrize("bad_id", BAD_IDS)
-@pytest.mark.parametrize("call", [
-    lambda c, i: c.get_order_group(i),
-    lambda c, i: c.delete_order_group(i),
-    lambda c, i: c.reset_order_group(i),
-    lambda c, i: c.trigger_order_group(i),
-    lambda c, i: c.update_order_group_limit(i, 10),
-], ids=["get", "delete", "reset", "trigger", "limit"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, i: c.get_order_group(i),
+        lambda c, i: c.delete_order_group(i),
+        lambda c, i: c.reset_order_group(i),
+        lambda c, i: c.trigger_order_group(i),
+        lambda c, i: c.update_order_group_limit(i, 10),
+    ],
+    ids=["get", "delete", "reset", "trigger", "limit"],
+)
 def test_it_refuses_a_bad_order_group_id_without_a_request(shared_kalshi, sim, call, bad_id):
     with pytest.raises(InvalidInput, match="Order group id"):
         call(shared_kalshi, bad_id)
@@ -308,10 +315,14 @@ def test_it_refuses_a_bad_order_group_id_without_a_request(shared_kalshi, sim, c
 
 
 @pytest.mark.parametrize("bad_limit", [0, -1, 1_000_001, 1.5, 10.0, "10", True, None])
-@pytest.mark.parametrize("call", [
-    lambda c, n: c.create_order_group(n),
-    lambda c, n: c.update_order_group_limit("og_1", n),
-], ids=["create", "limit"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, n: c.create_order_group(n),
+        lambda c, n: c.update_order_group_limit("og_1", n),
+    ],
+    ids=["create", "limit"],
+)
 def test_it_refuses_a_bad_contracts_limit_without_a_request(shared_kalshi, sim, call, bad_limit):
     with pytest.raises(InvalidInput, match="Contracts limit"):
         call(shared_kalshi, bad_limit)
@@ -319,29 +330,37 @@ def test_it_refuses_a_bad_contracts_limit_without_a_request(shared_kalshi, sim, 
 
 
 @pytest.mark.parametrize("bad_subaccount", [-1, 33, True, 1.0, "1"])
-@pytest.mark.parametrize("call", [
-    lambda c, s: c.list_order_groups(subaccount=s),
-    lambda c, s: c.get_order_group("og_1", subaccount=s),
-    lambda c, s: c.create_order_group(10, subaccount=s),
-    lambda c, s: c.delete_order_group("og_1", subaccount=s),
-    lambda c, s: c.reset_order_group("og_1", subaccount=s),
-    lambda c, s: c.trigger_order_group("og_1", subaccount=s),
-    lambda c, s: c.update_order_group_limit("og_1", 10, subaccount=s),
-], ids=["list", "get", "create", "delete", "reset", "trigger", "limit"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, s: c.list_order_groups(subaccount=s),
+        lambda c, s: c.get_order_group("og_1", subaccount=s),
+        lambda c, s: c.create_order_group(10, subaccount=s),
+        lambda c, s: c.delete_order_group("og_1", subaccount=s),
+        lambda c, s: c.reset_order_group("og_1", subaccount=s),
+        lambda c, s: c.trigger_order_group("og_1", subaccount=s),
+        lambda c, s: c.update_order_group_limit("og_1", 10, subaccount=s),
+    ],
+    ids=["list", "get", "create", "delete", "reset", "trigger", "limit"],
+)
 def test_it_refuses_a_bad_subaccount_without_a_request(shared_kalshi, sim, call, bad_subaccount):
     with pytest.raises(InvalidInput, match="Subaccount"):
         call(shared_kalshi, bad_subaccount)
     assert sim.requests == []
 
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.create_order_group(10, exchange_index=-1),
-    lambda c: c.delete_order_group("og_1", exchange_index=-1),
-    lambda c: c.reset_order_group("og_1", exchange_index=-1),
-    lambda c: c.trigger_order_group("og_1", exchange_index=-1),
-    lambda c: c.update_order_group_limit("og_1", 10, exchange_index=-1),
-    lambda c: c.trigger_order_group("og_1", exchange_index=True),
-], ids=["create", "delete", "reset", "trigger", "limit", "bool"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.create_order_group(10, exchange_index=-1),
+        lambda c: c.delete_order_group("og_1", exchange_index=-1),
+        lambda c: c.reset_order_group("og_1", exchange_index=-1),
+        lambda c: c.trigger_order_group("og_1", exchange_index=-1),
+        lambda c: c.update_order_group_limit("og_1", 10, exchange_index=-1),
+        lambda c: c.trigger_order_group("og_1", exchange_index=True),
+    ],
+    ids=["create", "delete", "reset", "trigger", "limit", "bool"],
+)
 def test_it_refuses_a_bad_exchange_index_without_a_request(shared_kalshi, sim, call):
     with pytest.raises(InvalidInput, match="Exchange index"):
         call(shared_kalshi)
@@ -358,19 +377,27 @@ def test_invalid_input_is_a_value_error():
 # ---------------------------------------------------------------- what is retried
 
 
-@pytest.mark.parametrize("fault", [
-    {"kind": "error", "status": 500},
-    {"kind": "error", "status": 502},
-    {"kind": "rate_limit"},
-    {"kind": "drop"},
-], ids=["500", "502", "429", "drop"])
-@pytest.mark.parametrize("call", [
-    lambda c, g: c.list_order_groups(subaccount=1),
-    lambda c, g: c.get_order_group(g, subaccount=1),
-    lambda c, g: c.reset_order_group(g, subaccount=1),
-    lambda c, g: c.trigger_order_group(g, subaccount=1),
-    lambda c, g: c.update_order_group_limit(g, 7, subaccount=1),
-], ids=["list", "get", "reset", "trigger", "limit"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "error", "status": 500},
+        {"kind": "error", "status": 502},
+        {"kind": "rate_limit"},
+        {"kind": "drop"},
+    ],
+    ids=["500", "502", "429", "drop"],
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, g: c.list_order_groups(subaccount=1),
+        lambda c, g: c.get_order_group(g, subaccount=1),
+        lambda c, g: c.reset_order_group(g, subaccount=1),
+        lambda c, g: c.trigger_order_group(g, subaccount=1),
+        lambda c, g: c.update_order_group_limit(g, 7, subaccount=1),
+    ],
+    ids=["list", "get", "reset", "trigger", "limit"],
+)
 def test_it_retries_calls_that_are_safe_to_repeat(shared_kalshi, sim, call, fault):
     group_id = sim.create_group(1, 10)
     sim.set_fault(**fault, times=1)
@@ -379,15 +406,23 @@ def test_it_retries_calls_that_are_safe_to_repeat(shared_kalshi, sim, call, faul
     assert len(sim.requests) == 2
 
 
-@pytest.mark.parametrize("fault, error", [
-    ({"kind": "error", "status": 500}, ServerError),
-    ({"kind": "rate_limit"}, RateLimited),
-    ({"kind": "drop"}, Unreachable),
-], ids=["500", "429", "drop"])
-@pytest.mark.parametrize("call", [
-    lambda c, g: c.create_order_group(10, subaccount=1),
-    lambda c, g: c.delete_order_group(g, subaccount=1),
-], ids=["create", "delete"])
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ({"kind": "error", "status": 500}, ServerError),
+        ({"kind": "rate_limit"}, RateLimited),
+        ({"kind": "drop"}, Unreachable),
+    ],
+    ids=["500", "429", "drop"],
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, g: c.create_order_group(10, subaccount=1),
+        lambda c, g: c.delete_order_group(g, subaccount=1),
+    ],
+    ids=["create", "delete"],
+)
 def test_it_never_retries_create_or_delete(shared_kalshi, sim, call, fault, error):
     group_id = sim.create_group(1, 10)
     sim.set_fault(**fault, times=1)
@@ -437,8 +472,9 @@ def test_it_refuses_keys_that_are_not_rsa_2048_without_quoting_them():
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     assert "1024 bits" in _refusal(_pkcs8(weak))
     assert "not a readable PEM" in _refusal(fake_pem(b"bm90IGEga2V5"))
-    encrypted = weak.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.BestAvailableEncryption(b"secret"))
+    encrypted = weak.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"secret")
+    )
     assert "encrypted" in _refusal(encrypted)
     with pytest.raises(InvalidInput, match="empty"):
         kalshi.load_private_key(b"  ")
@@ -455,8 +491,7 @@ def test_the_client_keeps_no_pem_and_shows_no_secret(sim, rsa_key, rsa_pem):
 def test_the_fingerprint_is_sha256_of_the_public_key_like_ssh(rsa_key):
     import hashlib
 
-    der = rsa_key.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = rsa_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     expected = base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
     assert kalshi.public_key_fingerprint(rsa_key) == "SHA256:" + expected
     assert len(expected) == 43
@@ -465,8 +500,12 @@ def test_the_fingerprint_is_sha256_of_the_public_key_like_ssh(rsa_key):
 def test_sign_is_rsa_pss_sha256_with_a_32_byte_salt(rsa_key):
     signature = kalshi.sign(rsa_key, "1767225600000", "put", f"{PREFIX}/portfolio/order_groups/og_1/reset")
     message = f"1767225600000PUT{PREFIX}/portfolio/order_groups/og_1/reset".encode()
-    rsa_key.public_key().verify(base64.b64decode(signature), message,
-                                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    rsa_key.public_key().verify(
+        base64.b64decode(signature),
+        message,
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        hashes.SHA256(),
+    )
 
 
 def test_it_sends_signed_json_requests(stub, rsa_key, rsa_pem):
@@ -480,37 +519,72 @@ def test_it_sends_signed_json_requests(stub, rsa_key, rsa_pem):
     assert put["body"] == b"{}" and put["headers"]["Content-Type"] == "application/json"
     assert put["headers"]["Accept"] == "application/json"
     assert get["body"] == b"" and "Content-Type" not in get["headers"]
-    for request, method, path in ((put, "PUT", "/portfolio/order_groups/og_1/reset"),
-                                  (get, "GET", "/portfolio/order_groups")):
+    for request, method, path in (
+        (put, "PUT", "/portfolio/order_groups/og_1/reset"),
+        (get, "GET", "/portfolio/order_groups"),
+    ):
         headers = request["headers"]
         assert headers["KALSHI-ACCESS-KEY"] == SIM_KEY_ID
         assert abs(int(headers["KALSHI-ACCESS-TIMESTAMP"]) - time.time() * 1000) < 60_000
         signed = f"{headers['KALSHI-ACCESS-TIMESTAMP']}{method}{PREFIX}{path}".encode()  # no query
-        rsa_key.public_key().verify(base64.b64decode(headers["KALSHI-ACCESS-SIGNATURE"]), signed,
-                                    padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-                                    hashes.SHA256())
+        rsa_key.public_key().verify(
+            base64.b64decode(headers["KALSHI-ACCESS-SIGNATURE"]),
+            signed,
+            padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+            hashes.SHA256(),
+        )
 
 
 # ---------------------------------------------------------------- other response shapes (stub)
 
 
-@pytest.mark.parametrize("status, body, error, fields", [
-    (400, {"code": "invalid_parameters", "message": "bad limit", "details": "x"}, BadRequest,
-     ("invalid_parameters", "bad limit", "x")),
-    (404, {"msg": "not here"}, NotFound, (None, "not here", None)),
-    (429, {"error": "too many requests"}, RateLimited, (None, "too many requests", None)),
-    (401, {"code": "header_timestamp_expired", "message": "stale"}, ClockSkew,
-     ("header_timestamp_expired", "stale", None)),
-    (401, {"error": {"code": "authentication_error", "details": "header_timestamp_expired"}}, ClockSkew,
-     ("authentication_error", "HTTP 401", "header_timestamp_expired")),
-    (403, {"error": {"code": "forbidden", "message": "no", "details": {"why": "locked"}}}, Forbidden,
-     ("forbidden", "no", '{"why": "locked"}')),
-    (409, {"code": "conflict", "message": "busy"}, BadRequest, ("conflict", "busy", None)),
-    (500, b"", ServerError, (None, "HTTP 500 Internal Server Error", None)),
-    (502, b"<html>Bad Gateway</html>", ServerError, (None, "HTTP 502 Bad Gateway", None)),
-    (202, {}, MalformedResponse, (None, "unexpected status (HTTP 202)", None)),
-], ids=["flat-400", "msg-404", "bare-429", "flat-401-stale", "details-401-stale", "nested-403", "409",
-        "empty-500", "html-502", "202"])
+@pytest.mark.parametrize(
+    "status, body, error, fields",
+    [
+        (
+            400,
+            {"code": "invalid_parameters", "message": "bad limit", "details": "x"},
+            BadRequest,
+            ("invalid_parameters", "bad limit", "x"),
+        ),
+        (404, {"msg": "not here"}, NotFound, (None, "not here", None)),
+        (429, {"error": "too many requests"}, RateLimited, (None, "too many requests", None)),
+        (
+            401,
+            {"code": "header_timestamp_expired", "message": "stale"},
+            ClockSkew,
+            ("header_timestamp_expired", "stale", None),
+        ),
+        (
+            401,
+            {"error": {"code": "authentication_error", "details": "header_timestamp_expired"}},
+            ClockSkew,
+            ("authentication_error", "HTTP 401", "header_timestamp_expired"),
+        ),
+        (
+            403,
+            {"error": {"code": "forbidden", "message": "no", "details": {"why": "locked"}}},
+            Forbidden,
+            ("forbidden", "no", '{"why": "locked"}'),
+        ),
+        (409, {"code": "conflict", "message": "busy"}, BadRequest, ("conflict", "busy", None)),
+        (500, b"", ServerError, (None, "HTTP 500 Internal Server Error", None)),
+        (502, b"<html>Bad Gateway</html>", ServerError, (None, "HTTP 502 Bad Gateway", None)),
+        (202, {}, MalformedResponse, (None, "unexpected status (HTTP 202)", None)),
+    ],
+    ids=[
+        "flat-400",
+        "msg-404",
+        "bare-429",
+        "flat-401-stale",
+        "details-401-stale",
+        "nested-403",
+        "409",
+        "empty-500",
+        "html-502",
+        "202",
+    ],
+)
 def test_it_parses_every_error_shape(stub, rsa_pem, status, body, error, fields):
     stub.answer(status, body if isinstance(body, bytes) else json.dumps(body).encode())
     with pytest.raises(error) as caught:
@@ -518,18 +592,21 @@ def test_it_parses_every_error_shape(stub, rsa_pem, status, body, error, fields)
     assert (caught.value.status, caught.value.code, caught.value.message, caught.value.details) == (status, *fields)
 
 
-@pytest.mark.parametrize("body", [
-    {"order_groups": None},
-    {"order_groups": {}},
-    {"order_groups": [{"is_auto_cancel_enabled": False}]},
-    {"order_groups": [{"id": 1, "is_auto_cancel_enabled": False}]},
-    {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": "true"}]},
-    {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": 1}]},
-    {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "contracts_limit_fp": 100}]},
-    {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "contracts_limit_fp": "lots"}]},
-    {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "exchange_index": "0"}]},
-    ["og_1"],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"order_groups": None},
+        {"order_groups": {}},
+        {"order_groups": [{"is_auto_cancel_enabled": False}]},
+        {"order_groups": [{"id": 1, "is_auto_cancel_enabled": False}]},
+        {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": "true"}]},
+        {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": 1}]},
+        {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "contracts_limit_fp": 100}]},
+        {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "contracts_limit_fp": "lots"}]},
+        {"order_groups": [{"id": "og_1", "is_auto_cancel_enabled": False, "exchange_index": "0"}]},
+        ["og_1"],
+    ],
+)
 def test_it_refuses_a_list_of_the_wrong_shape(stub, rsa_pem, body):
     stub.answer(200, json.dumps(body).encode())
     with pytest.raises(MalformedResponse) as caught:
@@ -547,16 +624,23 @@ def test_it_reads_the_limit_from_either_field(stub, rsa_pem):
     stub.answer(200, json.dumps({"order_groups": items}).encode())
     groups = stub.client(rsa_pem).list_order_groups()
     assert [(g.contracts_limit, g.contracts_limit_fp) for g in groups] == [
-        (100, "100.00"), (None, "12.50"), (None, None), (7, None)]
+        (100, "100.00"),
+        (None, "12.50"),
+        (None, None),
+        (7, None),
+    ]
     assert groups[0].triggered and groups[2].exchange_index == 0
 
 
-@pytest.mark.parametrize("body", [
-    {"is_auto_cancel_enabled": False},
-    {"is_auto_cancel_enabled": False, "orders": None},
-    {"is_auto_cancel_enabled": False, "orders": [1]},
-    {"orders": []},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"is_auto_cancel_enabled": False},
+        {"is_auto_cancel_enabled": False, "orders": None},
+        {"is_auto_cancel_enabled": False, "orders": [1]},
+        {"orders": []},
+    ],
+)
 def test_it_refuses_a_group_detail_of_the_wrong_shape(stub, rsa_pem, body):
     stub.answer(200, json.dumps(body).encode())
     with pytest.raises(MalformedResponse):
@@ -780,8 +864,14 @@ class Stub:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                stub.received.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                      "body": self.rfile.read(length)})
+                stub.received.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
                 status, body, headers = stub.answers.pop(0) if stub.answers else (500, b"", {})
                 self.send_response(status)
                 for name, value in headers.items():

@@ -26,8 +26,11 @@ IN_SCOPE, OUT_OF_SCOPE = 1, 2
 
 
 def panel_codenames(group: Group) -> set[str]:
-    return set(group.permissions.filter(content_type__app_label="ogpanel", content_type__model="subaccount")
-               .values_list("codename", flat=True))
+    return set(
+        group.permissions.filter(content_type__app_label="ogpanel", content_type__model="subaccount").values_list(
+            "codename", flat=True
+        )
+    )
 
 
 def test_min_role_table_matches_the_issue():

@@ -39,7 +39,7 @@ _CLIENT_DEFAULTS = inspect.signature(KalshiClient).parameters
 RETRIES = _CLIENT_DEFAULTS["retries"].default
 BACKOFF = _CLIENT_DEFAULTS["backoff"].default
 # One exchange call at worst: every try times out, with the longest jittered backoff between tries.
-PER_CALL = (CONNECT_TIMEOUT + READ_TIMEOUT) * (RETRIES + 1) + sum(BACKOFF * 2 ** n * 1.5 for n in range(RETRIES))
+PER_CALL = (CONNECT_TIMEOUT + READ_TIMEOUT) * (RETRIES + 1) + sum(BACKOFF * 2**n * 1.5 for n in range(RETRIES))
 WRITES_PER_SECOND = 10  # the Basic tier's write budget at Kalshi's default cost, which the panel paces itself to
 MARGIN = 3.0  # rendering, signing, SQLite and the test client, with room for a busy machine
 
@@ -77,6 +77,7 @@ def assert_no_audit_event_lost() -> None:
 
 # --- every page and action, against every fault -------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -93,21 +94,45 @@ ENDPOINTS = {
     "dashboard": Endpoint("get", "/", {}),
     "dashboard partial": Endpoint("get", "/", {}, htmx=True),
     "group detail": Endpoint("get", "/groups/1/{group}/", {}),
-    "create": Endpoint("post", "/groups/new/", {"subaccount": "1", "contracts_limit": "10", "exchange_index": "0"},
-                       htmx=True, action="create"),
+    "create": Endpoint(
+        "post",
+        "/groups/new/",
+        {"subaccount": "1", "contracts_limit": "10", "exchange_index": "0"},
+        htmx=True,
+        action="create",
+    ),
     "delete": Endpoint("post", "/groups/1/{group}/delete/", {"reason": "drill"}, htmx=True, action="delete"),
     "reset": Endpoint("post", "/groups/1/{group}/reset/", {"reason": "drill"}, htmx=True, action="reset"),
     "trigger": Endpoint("post", "/groups/1/{group}/trigger/", {"reason": "drill"}, action="trigger"),
-    "update limit": Endpoint("post", "/groups/1/{group}/limit/", {"contracts_limit": "5", "reason": "drill"},
-                             htmx=True, action="update_limit", depth=2),
-    "kill switch trigger all": Endpoint("post", "/kill-switch/", {**KILL, "operation": "trigger_all",
-                                                                  "confirm": "TRIGGER"},
-                                        htmx=True, action="kill_switch_trigger", depth=2, writes=4 * (RETRIES + 1)),
-    "kill switch reset one": Endpoint("post", "/kill-switch/", {**KILL, "operation": "reset_one", "subaccount": "1",
-                                                                "confirm": "RESET"},
-                                      htmx=True, action="kill_switch_reset", depth=2, writes=RETRIES + 1),
-    "credential test": Endpoint("post", "/credentials/{credential}/test/", {"subaccount": "1"}, htmx=True,
-                                action="credential_test"),
+    "update limit": Endpoint(
+        "post",
+        "/groups/1/{group}/limit/",
+        {"contracts_limit": "5", "reason": "drill"},
+        htmx=True,
+        action="update_limit",
+        depth=2,
+    ),
+    "kill switch trigger all": Endpoint(
+        "post",
+        "/kill-switch/",
+        {**KILL, "operation": "trigger_all", "confirm": "TRIGGER"},
+        htmx=True,
+        action="kill_switch_trigger",
+        depth=2,
+        writes=4 * (RETRIES + 1),
+    ),
+    "kill switch reset one": Endpoint(
+        "post",
+        "/kill-switch/",
+        {**KILL, "operation": "reset_one", "subaccount": "1", "confirm": "RESET"},
+        htmx=True,
+        action="kill_switch_reset",
+        depth=2,
+        writes=RETRIES + 1,
+    ),
+    "credential test": Endpoint(
+        "post", "/credentials/{credential}/test/", {"subaccount": "1"}, htmx=True, action="credential_test"
+    ),
 }
 
 
@@ -118,7 +143,13 @@ def bound(endpoint: Endpoint) -> float:
 @pytest.mark.parametrize("kind", FAULTS)
 @pytest.mark.parametrize("name", ENDPOINTS)
 def test_every_page_and_action_answers_in_time_says_why_and_loses_no_audit_event(
-    name, kind, sim, subaccounts, credential, as_admin, short_timeouts,
+    name,
+    kind,
+    sim,
+    subaccounts,
+    credential,
+    as_admin,
+    short_timeouts,
 ):
     endpoint = ENDPOINTS[name]
     group = sim.create_group(1, 10)
@@ -167,8 +198,9 @@ def test_every_page_and_action_answers_in_time_says_why_and_loses_no_audit_event
 
 
 @pytest.mark.parametrize("kind", FAULTS)
-def test_a_kill_switch_whose_triggers_fail_records_every_group_as_failed(kind, sim, subaccounts, as_admin,
-                                                                         short_timeouts):
+def test_a_kill_switch_whose_triggers_fail_records_every_group_as_failed(
+    kind, sim, subaccounts, as_admin, short_timeouts
+):
     groups = [sim.create_group(number, 10) for number in range(4)]
     set_fault(sim, kind, path="/trigger", method="PUT")  # listing works; every trigger misbehaves
     endpoint = ENDPOINTS["kill switch trigger all"]
@@ -187,7 +219,8 @@ def test_a_kill_switch_whose_triggers_fail_records_every_group_as_failed(kind, s
     failed = AuditEvent.objects.filter(action="trigger", attempt_seq__isnull=False)
     assert sorted(event.order_group_id for event in failed) == sorted(groups)
     assert {(event.outcome, event.error_code, event.upstream_status) for event in failed} == {
-        ("failed", code, upstream_status)}
+        ("failed", code, upstream_status)
+    }
     sweep = AuditEvent.objects.get(action="kill_switch_trigger", attempt_seq__isnull=False)
     assert (sweep.params["failed"], sweep.params["changed"]) == (4, 0)
 
@@ -239,7 +272,10 @@ class Panel:
         self.log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.session = requests.Session()
         wait_for(self._up, what="the panel to start")
@@ -267,8 +303,10 @@ class Panel:
         assert response.status_code == 302, response.text
 
     def kill_switch(self) -> requests.Response:
-        return self.post("/kill-switch/", {"operation": "trigger_all", "reason": "drill", "confirm": "TRIGGER",
-                                           "reauth_password": "otto-password-1"})
+        return self.post(
+            "/kill-switch/",
+            {"operation": "trigger_all", "reason": "drill", "confirm": "TRIGGER", "reauth_password": "otto-password-1"},
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
@@ -289,26 +327,36 @@ def own_simulator(rsa_public_pem):
     server.stop()
 
 
-UNANSWERED = ("outcome = 'attempted' AND seq NOT IN "
-              "(SELECT attempt_seq FROM ogpanel_auditevent WHERE attempt_seq IS NOT NULL)")
+UNANSWERED = (
+    "outcome = 'attempted' AND seq NOT IN (SELECT attempt_seq FROM ogpanel_auditevent WHERE attempt_seq IS NOT NULL)"
+)
 
 
 def audit_rows(db: Path, where: str) -> list[tuple]:
     with sqlite3.connect(db) as connection:
         return connection.execute(
-            f"SELECT seq, action, order_group_id FROM ogpanel_auditevent WHERE {where} ORDER BY seq").fetchall()
+            f"SELECT seq, action, order_group_id FROM ogpanel_auditevent WHERE {where} ORDER BY seq"
+        ).fetchall()
 
 
 def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_finishes(
-    tmp_path, own_simulator, rsa_pem,
+    tmp_path,
+    own_simulator,
+    rsa_pem,
 ):
     sim = own_simulator
     db = tmp_path / "panel.sqlite3"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": f"sqlite:///{db}",
-           "OGPANEL_ENCRYPTION_KEYS": ENCRYPTION_KEYS, "OGPANEL_LIST_CACHE_SECONDS": "0",
-           "PYTHONUNBUFFERED": "1"}
-    subprocess.run([sys.executable, "-c", SETUP, sim.base_url, "3"], cwd=ROOT, env=env, input=rsa_pem,
-                   check=True, timeout=120)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"sqlite:///{db}",
+        "OGPANEL_ENCRYPTION_KEYS": ENCRYPTION_KEYS,
+        "OGPANEL_LIST_CACHE_SECONDS": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run(
+        [sys.executable, "-c", SETUP, sim.base_url, "3"], cwd=ROOT, env=env, input=rsa_pem, check=True, timeout=120
+    )
     groups = {number: [sim.create_group(number, 10), sim.create_group(number, 10)] for number in range(3)}
     stuck = groups[2]
     # Subaccount 2's triggers hang far past the panel's patience: the sweep is stuck half done.
@@ -331,9 +379,11 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
 
         def stuck_mid_sweep() -> bool:
             triggers = [r for r in sim.requests if r.path.endswith("/trigger")]
-            return (len(audit_rows(db, "action = 'trigger' AND outcome = 'attempted'")) == 6
-                    and sorted(r.status for r in triggers if r.status) == [200] * 4
-                    and len([r for r in triggers if r.status is None]) == 2)
+            return (
+                len(audit_rows(db, "action = 'trigger' AND outcome = 'attempted'")) == 6
+                and sorted(r.status for r in triggers if r.status) == [200] * 4
+                and len([r for r in triggers if r.status is None]) == 2
+            )
 
         wait_for(stuck_mid_sweep, what="the sweep to be stuck on subaccount 2")
         first.stop(signal.SIGKILL)
@@ -355,8 +405,9 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
     assert len(unknown_groups) + len(answered) == 6
     assert not {group for _, _, group in answered} & set(stuck)  # only calls that really returned have a result
     assert audit_rows(db, "action = 'trigger' AND attempt_seq IS NOT NULL AND outcome != 'succeeded'") == []
-    verified = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+    verified = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert verified.returncode == 0 and verified.stdout.startswith("OK: ")
     [(first_run_end, _, _)] = audit_rows(db, "seq = (SELECT max(seq) FROM ogpanel_auditevent)")
 
@@ -382,5 +433,9 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
     assert sorted(group for _, _, group in retried) == sorted(stuck)
     # The first run's attempts stay unknown (the log records what was known) and the chain still holds.
     assert audit_rows(db, UNANSWERED) == unanswered
-    assert subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env,
-                          capture_output=True, timeout=60).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )

@@ -220,9 +220,7 @@ def test_a_frame_that_is_not_json_is_malformed(stream: OrderGroupStream, sim) ->
 
 
 def test_a_redirect_is_not_followed(canned: Canned, rsa_key) -> None:
-    base_url, received = canned(
-        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
-    )
+    base_url, received = canned(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
 
     with pytest.raises(MalformedResponse) as caught:
         OrderGroupStream(base_url, SIM_KEY_ID, rsa_key).connect()

@@ -87,12 +87,15 @@ def test_it_refuses_to_run_without_an_encryption_key(settings):
         vault.encrypt(b"secret", bound_to="row-a")
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("k1", "'id:base64key' entries"),
-    ("k1:not base64!", "not valid base64"),
-    (f"k1:{base64.b64encode(b'short').decode()}", "32 bytes"),
-    (f"{NEW_ENTRY},{NEW_ENTRY}", "appears twice"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("k1", "'id:base64key' entries"),
+        ("k1:not base64!", "not valid base64"),
+        (f"k1:{base64.b64encode(b'short').decode()}", "32 bytes"),
+        (f"{NEW_ENTRY},{NEW_ENTRY}", "appears twice"),
+    ],
+)
 def test_it_refuses_malformed_key_entries_without_echoing_them(text, problem):
     with pytest.raises(ImproperlyConfigured, match=problem) as caught:
         vault.parse_keys(text)

@@ -35,11 +35,17 @@ from ogpanel.watcher import Watcher
 from tests.panel_fixtures import make_credential, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
-EXCHANGE_ACTIONS = ("exchange_created", "exchange_triggered", "exchange_reset", "exchange_deleted",
-                    "exchange_limit_updated")
+EXCHANGE_ACTIONS = (
+    "exchange_created",
+    "exchange_triggered",
+    "exchange_reset",
+    "exchange_deleted",
+    "exchange_limit_updated",
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
 
 class Receiver:
     """A webhook endpoint on a loopback port that records every POST and answers with the next planned status."""
@@ -149,8 +155,10 @@ def trip(sim, subaccount: int, group_id: str) -> None:
 
 def list_calls(sim) -> int:
     """List calls the simulator has answered (a request is logged on arrival, its status when answered)."""
-    return sum(record.method == "GET" and record.path.endswith("/order_groups") and record.status is not None
-               for record in sim.requests)
+    return sum(
+        record.method == "GET" and record.path.endswith("/order_groups") and record.status is not None
+        for record in sim.requests
+    )
 
 
 def stream_connected(watcher: Watcher) -> bool:
@@ -160,9 +168,13 @@ def stream_connected(watcher: Watcher) -> bool:
 
 # --- a trip, by polling ------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_a_fill_over_the_limit_gives_an_audit_event_one_webhook_and_the_banner_after_one_poll(
-    sim, subaccounts, receiver, as_viewer,
+    sim,
+    subaccounts,
+    receiver,
+    as_viewer,
 ):
     group_id = sim.create_group(2, 5)
     watcher = Watcher(interval=5, websocket=False)
@@ -174,15 +186,26 @@ def test_a_fill_over_the_limit_gives_an_audit_event_one_webhook_and_the_banner_a
 
     [event] = exchange_events()
     assert (event.action, event.outcome, event.actor_username, event.actor_role) == (
-        "exchange_triggered", "observed", "exchange", "system")
+        "exchange_triggered",
+        "observed",
+        "exchange",
+        "system",
+    )
     assert (event.subaccount, event.order_group_id, event.api_key_id) == (2, group_id, "test-key")
     assert event.params["via"] == "poll" and event.params["contracts_limit"] == 5
-    assert [body for _, body in receiver.posts] == [{
-        "event": "order_group_tripped", "subaccount": 2, "subaccount_label": "desk 2", "order_group_id": group_id,
-        "contracts_limit": 5, "observed_at": TripAlert.objects.get().observed_at.isoformat(),
-        "environment": "custom", "audit_seq": event.seq,
-        "url": f"https://panel.example.com/groups/2/{group_id}/",
-    }]
+    assert [body for _, body in receiver.posts] == [
+        {
+            "event": "order_group_tripped",
+            "subaccount": 2,
+            "subaccount_label": "desk 2",
+            "order_group_id": group_id,
+            "contracts_limit": 5,
+            "observed_at": TripAlert.objects.get().observed_at.isoformat(),
+            "environment": "custom",
+            "audit_seq": event.seq,
+            "url": f"https://panel.example.com/groups/2/{group_id}/",
+        }
+    ]
     alert = TripAlert.objects.get()
     assert alert.event == event and alert.delivered_at is not None and alert.attempts == 1
     assert event.params["observed_at"] == alert.observed_at.isoformat() and alert.observed_at <= event.at
@@ -231,13 +254,22 @@ def test_it_records_every_kind_of_change_made_outside_the_panel(sim, subaccounts
     watcher.poll_once()
 
     seen = {(e.action, e.subaccount, e.order_group_id) for e in exchange_events()}
-    assert seen == {("exchange_created", 1, created), ("exchange_limit_updated", 0, limited),
-                    ("exchange_deleted", 0, doomed), ("exchange_reset", 3, tripped)}
+    assert seen == {
+        ("exchange_created", 1, created),
+        ("exchange_limit_updated", 0, limited),
+        ("exchange_deleted", 0, doomed),
+        ("exchange_reset", 3, tripped),
+    }
     assert exchange_events("exchange_limit_updated").get().params | {"observed_at": ""} == {
-        "observed_at": "", "via": "poll", "contracts_limit": 20, "previous_limit": 10}
+        "observed_at": "",
+        "via": "poll",
+        "contracts_limit": 20,
+        "previous_limit": 10,
+    }
     assert TripAlert.objects.count() == 0  # none of these is a trip
     assert sorted(ObservedGroup.objects.values_list("order_group_id", "contracts_limit", "triggered")) == sorted(
-        [(limited, 20, False), (created, 7, False), (tripped, 10, False)])
+        [(limited, 20, False), (created, 7, False), (tripped, 10, False)]
+    )
 
 
 @pytest.mark.django_db
@@ -286,6 +318,7 @@ def test_a_trip_older_than_the_banner_window_leaves_the_banner(sim, subaccounts,
 
 # --- changes the panel made ------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_changes_made_through_the_panel_are_not_reported_as_the_exchanges(sim, subaccounts, as_operator, receiver):
     admin = Actor.system("admin-test")
@@ -296,8 +329,9 @@ def test_changes_made_through_the_panel_are_not_reported_as_the_exchanges(sim, s
     response = as_operator.post(f"/groups/1/{target}/trigger/", {"reason": "desk asked"})
     assert response.status_code == 302 and sim.group(target)["triggered"]
     created = services.ordergroup_create(actor=admin, subaccount=subaccounts[1], contracts_limit=3).order_group_id
-    services.ordergroup_update_limit(actor=admin, subaccount=subaccounts[1], order_group_id=limited,
-                                     contracts_limit=30, previous_limit=10)
+    services.ordergroup_update_limit(
+        actor=admin, subaccount=subaccounts[1], order_group_id=limited, contracts_limit=30, previous_limit=10
+    )
     services.ordergroup_delete(actor=admin, subaccount=subaccounts[1], order_group_id=doomed, reason="gone")
     watcher.poll_once()
     services.ordergroup_reset(actor=admin, subaccount=subaccounts[1], order_group_id=target, reason="all clear")
@@ -307,7 +341,8 @@ def test_changes_made_through_the_panel_are_not_reported_as_the_exchanges(sim, s
     assert exchange_events().count() == 0 and TripAlert.objects.count() == 0 and receiver.posts == []
     # The state followed all the same, so the next outside change is measured from it.
     assert sorted(ObservedGroup.objects.values_list("order_group_id", "contracts_limit", "triggered")) == sorted(
-        [(target, 10, False), (limited, 30, False), (created, 3, False)])
+        [(target, 10, False), (limited, 30, False), (created, 3, False)]
+    )
 
     trip(sim, 1, target)  # now by itself
     watcher.poll_once()
@@ -340,8 +375,9 @@ def test_a_panel_trigger_that_failed_does_not_explain_a_trip(sim, subaccounts):
 
     sim.set_fault("error", status=500, path="/trigger")
     with pytest.raises(Exception):
-        services.ordergroup_trigger(actor=Actor.system("ops-test"), subaccount=subaccounts[2],
-                                    order_group_id=group_id, reason="try")
+        services.ordergroup_trigger(
+            actor=Actor.system("ops-test"), subaccount=subaccounts[2], order_group_id=group_id, reason="try"
+        )
     sim.clear_faults()
     trip(sim, 2, group_id)
     watcher.poll_once()
@@ -350,6 +386,7 @@ def test_a_panel_trigger_that_failed_does_not_explain_a_trip(sim, subaccounts):
 
 
 # --- restarts ------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_a_restarted_watcher_reports_and_alerts_nothing_twice(sim, subaccounts, receiver):
@@ -390,6 +427,7 @@ def test_no_duplicate_after_restarting_the_running_watcher(sim, subaccounts, rec
 
 # --- the WebSocket path -------------------------------------------------------------------------------
 
+
 def streaming(running, sim, *, interval: float):
     """A running watcher whose stream is connected and whose first poll and catch-up read are done."""
     run = running(Watcher(interval=interval, websocket=True))
@@ -416,7 +454,10 @@ def test_the_stream_alone_brings_a_trip_in(sim, subaccounts, receiver, running, 
 
 @pytest.mark.django_db(transaction=True)
 def test_with_the_stream_down_polling_catches_the_trip_and_the_stream_comes_back(
-    sim, subaccounts, receiver, running,
+    sim,
+    subaccounts,
+    receiver,
+    running,
 ):
     group_id = sim.create_group(1, 5)
     run = streaming(running, sim, interval=0.3)
@@ -449,7 +490,9 @@ def test_a_gap_in_the_stream_makes_the_watcher_read_again(sim, subaccounts, rece
     run.stop()
     assert "stream lost an update" in caplog.text
     assert [(e.action, e.order_group_id, e.params["via"]) for e in exchange_events()] == [
-        ("exchange_created", created, "stream"), ("exchange_triggered", group_id, "stream")]
+        ("exchange_created", created, "stream"),
+        ("exchange_triggered", group_id, "stream"),
+    ]
 
 
 @pytest.mark.django_db
@@ -466,6 +509,7 @@ def test_the_watcher_shares_the_dashboards_cached_reads(sim, subaccounts, as_vie
 
 
 # --- surviving trouble -----------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_it_keeps_going_through_500s_and_timeouts(sim, subaccounts, settings):
@@ -490,7 +534,11 @@ def test_it_keeps_going_through_500s_and_timeouts(sim, subaccounts, settings):
     watcher.poll_once()
     assert [e.order_group_id for e in exchange_events()] == [first, second]
     assert {number: watch.ok for number, watch in watch_health().subaccounts.items()} == {
-        0: True, 1: True, 2: True, 3: True}
+        0: True,
+        1: True,
+        2: True,
+        3: True,
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -558,6 +606,7 @@ def test_a_database_hiccup_costs_one_round_not_the_watcher(sim, subaccounts, rec
 
 
 # --- alerts ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_an_email_alert_goes_out_once_through_djangos_mailer(sim, subaccounts, settings):
@@ -640,10 +689,13 @@ def test_the_slack_format_sends_a_text_body(sim, subaccounts, receiver, settings
 
 # --- health --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_healthz_and_the_dashboard_report_the_watcher(sim, subaccounts, client, as_viewer):
     assert "watcher" not in client.get("/healthz").json()  # never ran: nothing to say
-    assert re.search(r'Trip watch:\s+<span class="status-error">not running</span>\.', as_viewer.get("/").content.decode())
+    assert re.search(
+        r'Trip watch:\s+<span class="status-error">not running</span>\.', as_viewer.get("/").content.decode()
+    )
 
     sim.set_fault("error", status=500, subaccount=1)
     watcher = Watcher(interval=5, websocket=False)
@@ -655,7 +707,11 @@ def test_healthz_and_the_dashboard_report_the_watcher(sim, subaccounts, client, 
     assert answer["watcher"]["last_poll_at"] == WatcherHeartbeat.objects.get().beat_at.isoformat()
     assert answer["watcher"]["undelivered_alerts"] == 0 and answer["watcher"]["streams"] == {}
     assert {n: s["ok"] for n, s in answer["watcher"]["subaccounts"].items()} == {
-        "0": True, "1": False, "2": True, "3": True}
+        "0": True,
+        "1": False,
+        "2": True,
+        "3": True,
+    }
     page = as_viewer.get("/").content.decode()
     assert re.search(r"Trip watch:\s+last poll \d+ s ago\.", page)
     assert page.count('<span class="status-error">failing</span>') == 1
@@ -674,6 +730,7 @@ def test_a_watcher_that_stopped_beating_is_stale(sim, subaccounts, settings):
 
 # --- the command ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_the_command_polls_once(sim, subaccounts):
     call_command("watch_order_groups", "--once")
@@ -682,12 +739,29 @@ def test_the_command_polls_once(sim, subaccounts):
 
 
 def test_the_command_stops_cleanly_on_sigterm(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'watch.sqlite3'}", "OGPANEL_WATCH_WEBSOCKET": "0"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
-    process = subprocess.Popen([sys.executable, "manage.py", "watch_order_groups", "--interval", "0.2"], cwd=ROOT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'watch.sqlite3'}",
+        "OGPANEL_WATCH_WEBSOCKET": "0",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "watch_order_groups", "--interval", "0.2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout.readline().startswith("Watching order groups every 0.2 s")
         process.send_signal(signal.SIGTERM)

@@ -123,12 +123,19 @@ def _order_group(item: object, where: str) -> OrderGroup:
 class KalshiClient:
     """One per credential. Thread-safe: the panel fans out ~33 calls at once through one client."""
 
-    def __init__(self, base_url: str, key_id: str, private_key_pem: bytes | str, *,
-                 timeout: tuple[float, float] = (3.0, 10.0),
-                 max_subaccount: int = 32,
-                 limiter: RateLimiter | None = None,
-                 retries: int = 2, backoff: float = 0.2,
-                 pool_size: int = 64) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str,
+        private_key_pem: bytes | str,
+        *,
+        timeout: tuple[float, float] = (3.0, 10.0),
+        max_subaccount: int = 32,
+        limiter: RateLimiter | None = None,
+        retries: int = 2,
+        backoff: float = 0.2,
+        pool_size: int = 64,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidInput("The exchange URL must start with https:// (or http:// for a local simulator).")
@@ -178,8 +185,9 @@ class KalshiClient:
     def list_order_groups(self, subaccount: int | None = None) -> list[OrderGroup]:
         """GET /portfolio/order_groups. subaccount None lists every subaccount."""
         params = self._params(subaccount=subaccount)
-        body = self._call("GET", "/portfolio/order_groups", params=params, kind="read",
-                          retry=True, ok=(200,), subaccount=subaccount)
+        body = self._call(
+            "GET", "/portfolio/order_groups", params=params, kind="read", retry=True, ok=(200,), subaccount=subaccount
+        )
         items = _object(body, "response").get("order_groups")
         if not isinstance(items, list):
             raise MalformedResponse("response.order_groups is not a list")
@@ -189,8 +197,19 @@ class KalshiClient:
         """GET /portfolio/order_groups/{id}. subaccount None searches every subaccount."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount)
-        obj = _object(self._call("GET", path, params=params, kind="read", retry=True, ok=(200,),
-                                 subaccount=subaccount, order_group_id=order_group_id), "response")
+        obj = _object(
+            self._call(
+                "GET",
+                path,
+                params=params,
+                kind="read",
+                retry=True,
+                ok=(200,),
+                subaccount=subaccount,
+                order_group_id=order_group_id,
+            ),
+            "response",
+        )
         orders = obj.get("orders")
         if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
             raise MalformedResponse("response.orders is not a list of order ids")
@@ -204,13 +223,24 @@ class KalshiClient:
             exchange_index=_field(obj, "exchange_index", int, "response", required=False) or 0,
         )
 
-    def create_order_group(self, contracts_limit: int, subaccount: int | None = None,
-                           exchange_index: int | None = None) -> CreatedOrderGroup:
+    def create_order_group(
+        self, contracts_limit: int, subaccount: int | None = None, exchange_index: int | None = None
+    ) -> CreatedOrderGroup:
         """POST /portfolio/order_groups/create. Never retried: on doubt, list and reconcile."""
         body: dict[str, int] = {"contracts_limit": validate_contracts_limit(contracts_limit)}
         body.update(self._params(subaccount=subaccount, exchange_index=exchange_index))
-        obj = _object(self._call("POST", "/portfolio/order_groups/create", json_body=body, kind="write",
-                                 retry=False, ok=(201, 200), subaccount=subaccount), "response")
+        obj = _object(
+            self._call(
+                "POST",
+                "/portfolio/order_groups/create",
+                json_body=body,
+                kind="write",
+                retry=False,
+                ok=(201, 200),
+                subaccount=subaccount,
+            ),
+            "response",
+        )
         returned = _field(obj, "subaccount", int, "response", required=False)
         index = _field(obj, "exchange_index", int, "response", required=False)
         return CreatedOrderGroup(
@@ -220,29 +250,37 @@ class KalshiClient:
             exchange_index=index if index is not None else body.get("exchange_index", 0),
         )
 
-    def delete_order_group(self, order_group_id: str, subaccount: int | None = None,
-                           exchange_index: int | None = None) -> None:
+    def delete_order_group(
+        self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
+    ) -> None:
         """DELETE /portfolio/order_groups/{id}. Never retried: a repeat after success would 404."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
         self._mutate("DELETE", path, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id)
 
-    def reset_order_group(self, order_group_id: str, subaccount: int | None = None,
-                          exchange_index: int | None = None) -> None:
+    def reset_order_group(
+        self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
+    ) -> None:
         """PUT /portfolio/order_groups/{id}/reset."""
         path = self._group_path(order_group_id, "/reset")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
         self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
-    def trigger_order_group(self, order_group_id: str, subaccount: int | None = None,
-                            exchange_index: int | None = None) -> None:
+    def trigger_order_group(
+        self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
+    ) -> None:
         """PUT /portfolio/order_groups/{id}/trigger."""
         path = self._group_path(order_group_id, "/trigger")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
         self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
-    def update_order_group_limit(self, order_group_id: str, contracts_limit: int, subaccount: int | None = None,
-                                 exchange_index: int | None = None) -> None:
+    def update_order_group_limit(
+        self,
+        order_group_id: str,
+        contracts_limit: int,
+        subaccount: int | None = None,
+        exchange_index: int | None = None,
+    ) -> None:
         """PUT /portfolio/order_groups/{id}/limit.
 
         Sends `?subaccount=` as the newest official client does (§3); without it a group
@@ -266,15 +304,43 @@ class KalshiClient:
             params["exchange_index"] = validate_exchange_index(exchange_index)
         return params
 
-    def _mutate(self, method: str, path: str, params: dict, json_body: dict | None, *,
-                retry: bool, subaccount: int | None, order_group_id: str) -> None:
-        body = self._call(method, path, params=params, json_body=json_body, kind="write", retry=retry,
-                          ok=(200, 204), subaccount=subaccount, order_group_id=order_group_id)
+    def _mutate(
+        self,
+        method: str,
+        path: str,
+        params: dict,
+        json_body: dict | None,
+        *,
+        retry: bool,
+        subaccount: int | None,
+        order_group_id: str,
+    ) -> None:
+        body = self._call(
+            method,
+            path,
+            params=params,
+            json_body=json_body,
+            kind="write",
+            retry=retry,
+            ok=(200, 204),
+            subaccount=subaccount,
+            order_group_id=order_group_id,
+        )
         _object(body, "response")  # `{}` usually; anything but an object is not a success
 
-    def _call(self, method: str, path: str, *, kind: Literal["read", "write"], retry: bool,
-              ok: tuple[int, ...], subaccount: int | None, order_group_id: str | None = None,
-              params: dict | None = None, json_body: dict | None = None) -> object:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        kind: Literal["read", "write"],
+        retry: bool,
+        ok: tuple[int, ...],
+        subaccount: int | None,
+        order_group_id: str | None = None,
+        params: dict | None = None,
+        json_body: dict | None = None,
+    ) -> object:
         """Send one request, retrying only when `retry` says repeating it is harmless.
 
         Returns the parsed JSON body, or `{}` for a 204.
@@ -299,8 +365,9 @@ class KalshiClient:
         # signed request, and must not ride along as __context__ into logs.
         raise error
 
-    def _send(self, method: str, path: str, params: dict | None, json_body: dict | None,
-              kind: Literal["read", "write"]) -> requests.Response:
+    def _send(
+        self, method: str, path: str, params: dict | None, json_body: dict | None, kind: Literal["read", "write"]
+    ) -> requests.Response:
         if self.limiter is not None:  # before signing, so waiting here cannot age the timestamp
             self.limiter.acquire(self.key_id, kind, REQUEST_COST)
         timestamp = str(int(self.clock() * 1000))  # fresh on every attempt: a retry is signed anew
@@ -310,15 +377,25 @@ class KalshiClient:
             "KALSHI-ACCESS-SIGNATURE": sign(self._private_key, timestamp, method, self._base_path + path),
         }
         # json= also sets Content-Type: application/json (demo refuses PUTs without it).
-        return self._session.request(method, self.base_url + path, params=params, json=json_body,
-                                     headers=headers, timeout=self.timeout, allow_redirects=False)
+        return self._session.request(
+            method,
+            self.base_url + path,
+            params=params,
+            json=json_body,
+            headers=headers,
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
 
     def _transport_error(self, exc: Exception) -> Unreachable:
         chain = list(_exception_chain(exc))
         # Connect timeouts first: they wrap a socket timeout too. urllib3 makes a refused
         # connection (NewConnectionError) a subclass of ConnectTimeoutError.
-        if any(isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
-               and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        if any(
+            isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
+            and not isinstance(e, urllib3.exceptions.NewConnectionError)
+            for e in chain
+        ):
             return Timeout("connect timed out", seconds=self.timeout[0], connect=True)
         if any(isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain):
             return Timeout("read timed out", seconds=self.timeout[1], connect=False)
@@ -335,16 +412,26 @@ def _worth_retrying(exc: Exception, error: Unreachable) -> bool:
         return False
     if isinstance(exc, requests.exceptions.SSLError):
         return False
-    return isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                            urllib3.exceptions.ProtocolError))
+    return isinstance(
+        exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
+    )
 
 
 _REASONS: list[tuple[tuple[type[BaseException], ...], str]] = [
     ((urllib3.exceptions.NameResolutionError, socket.gaierror), "the host name could not be resolved"),
     ((requests.exceptions.SSLError,), "the TLS handshake failed"),
     ((ConnectionRefusedError,), "connection refused"),
-    ((RemoteDisconnected, ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-      urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError), "the connection was dropped"),
+    (
+        (
+            RemoteDisconnected,
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            urllib3.exceptions.ProtocolError,
+            requests.exceptions.ChunkedEncodingError,
+        ),
+        "the connection was dropped",
+    ),
 ]
 
 
@@ -367,10 +454,17 @@ def _json(response: requests.Response) -> object:
         return json.loads(response.content)
     except ValueError:
         raise MalformedResponse(
-            f"HTTP {response.status_code} body is not valid JSON", status=response.status_code,
-            operator_message="The exchange answered with something that is not valid JSON.") from None
+            f"HTTP {response.status_code} body is not valid JSON",
+            status=response.status_code,
+            operator_message="The exchange answered with something that is not valid JSON.",
+        ) from None
 
 
 def _error_from(response: requests.Response, subaccount: int | None, order_group_id: str | None) -> KalshiError:
-    return error_for_status(response.status_code, response.content, reason=response.reason or "",
-                            subaccount=subaccount, order_group_id=order_group_id)
+    return error_for_status(
+        response.status_code,
+        response.content,
+        reason=response.reason or "",
+        subaccount=subaccount,
+        order_group_id=order_group_id,
+    )

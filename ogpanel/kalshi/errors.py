@@ -8,9 +8,17 @@ import json
 class KalshiError(Exception):
     """Base of everything the client raises. `operator_message` is safe to show to a person."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 details: str | None = None, subaccount: int | None = None,
-                 order_group_id: str | None = None, operator_message: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: str | None = None,
+        subaccount: int | None = None,
+        order_group_id: str | None = None,
+        operator_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -120,7 +128,11 @@ class StreamGap(KalshiError):
 
 
 _STATUS_ERRORS: dict[int, type[KalshiError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 429: RateLimited,
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    429: RateLimited,
 }
 
 
@@ -132,8 +144,11 @@ def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -
     code, message, details = _error_fields(status, body, reason)
     fields = {"status": status, "code": code, "details": details, **context}
     if 300 <= status < 400:
-        return MalformedResponse(f"unexpected redirect (HTTP {status})", **fields,
-                                 operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).")
+        return MalformedResponse(
+            f"unexpected redirect (HTTP {status})",
+            **fields,
+            operator_message=f"The exchange answered with an unexpected redirect (HTTP {status}).",
+        )
     if status == 401 and "header_timestamp_expired" in f"{code} {details}".lower():
         return ClockSkew(message, **fields)
     if status in _STATUS_ERRORS:
@@ -142,8 +157,11 @@ def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -
         return ServerError(message, **fields)
     if 400 <= status < 500:  # 409, 422 and the like: the exchange refused what we asked
         return BadRequest(message, **fields)
-    return MalformedResponse(f"unexpected status (HTTP {status})", **fields,
-                             operator_message=f"The exchange answered with an unexpected status (HTTP {status}).")
+    return MalformedResponse(
+        f"unexpected status (HTTP {status})",
+        **fields,
+        operator_message=f"The exchange answered with an unexpected status (HTTP {status}).",
+    )
 
 
 def _error_fields(status: int, body: bytes, reason: str) -> tuple[str | None, str, str | None]:

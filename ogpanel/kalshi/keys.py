@@ -76,7 +76,8 @@ def load_private_key(pem: bytes | str) -> rsa.RSAPrivateKey:
 def public_key_fingerprint(private_key: rsa.RSAPrivateKey) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo, written like ssh: 'SHA256:' + unpadded base64."""
     der = private_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
 
 

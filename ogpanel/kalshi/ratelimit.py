@@ -80,8 +80,16 @@ class RateLimiter:
     with 0.2 s left for jitter.
     """
 
-    def __init__(self, read_per_second: float, write_per_second: float, *, store: CounterStore | None = None,
-                 window: float = 0.1, max_wait: float = 30.0, prefix: str = "kalshi-rl") -> None:
+    def __init__(
+        self,
+        read_per_second: float,
+        write_per_second: float,
+        *,
+        store: CounterStore | None = None,
+        window: float = 0.1,
+        max_wait: float = 30.0,
+        prefix: str = "kalshi-rl",
+    ) -> None:
         if read_per_second <= 0 or write_per_second <= 0 or window <= 0:
             raise ValueError("Rates and window must be positive.")
         self.rates = {"read": float(read_per_second), "write": float(write_per_second)}

@@ -87,8 +87,15 @@ class OrderGroupStream:
     then re-read the groups, since updates may have been missed.
     """
 
-    def __init__(self, base_url: str, key_id: str, private_key: rsa.RSAPrivateKey, *,
-                 open_timeout: float = 5.0, ping_interval: float | None = 20.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str,
+        private_key: rsa.RSAPrivateKey,
+        *,
+        open_timeout: float = 5.0,
+        ping_interval: float | None = 20.0,
+    ) -> None:
         if not key_id or not isinstance(key_id, str):
             raise InvalidInput("The API key id is empty.")
         # A parsed key, so reconnecting never parses PEM again (load_private_key does it once).
@@ -138,9 +145,15 @@ class OrderGroupStream:
             "KALSHI-ACCESS-TIMESTAMP": timestamp,
             "KALSHI-ACCESS-SIGNATURE": sign(self._private_key, timestamp, "GET", self._path),
         }
-        connector = _Connector(self.url, additional_headers=headers, user_agent_header="ogpanel",
-                               open_timeout=self.open_timeout, ping_interval=self.ping_interval,
-                               close_timeout=CLOSE_TIMEOUT, logger=_websockets_logger)
+        connector = _Connector(
+            self.url,
+            additional_headers=headers,
+            user_agent_header="ogpanel",
+            open_timeout=self.open_timeout,
+            ping_interval=self.ping_interval,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=_websockets_logger,
+        )
         opened = ExitStack()
         try:
             # As a context manager: websockets' documented way to hold a connection open.
@@ -230,8 +243,11 @@ class OrderGroupStream:
             msg = frame.get("msg")
             if frame.get("type") == "error":
                 text = _error_text(msg)
-                raise BadRequest(f"subscription refused: {text}", code=_error_code(msg),
-                                 operator_message=f"The exchange refused the update subscription: {text}")
+                raise BadRequest(
+                    f"subscription refused: {text}",
+                    code=_error_code(msg),
+                    operator_message=f"The exchange refused the update subscription: {text}",
+                )
             sid = msg.get("sid") if isinstance(msg, dict) else None
             if frame.get("type") != "subscribed" or not _is_int(sid):
                 raise MalformedResponse("the subscription reply is not a 'subscribed' message with a sid")
@@ -243,8 +259,11 @@ class OrderGroupStream:
         if kind == "error":
             text = _error_text(frame.get("msg"))
             # Kalshi reports trouble on a live subscription this way (a buffer overflow loses frames).
-            raise ServerError(f"stream error: {text}", code=_error_code(frame.get("msg")),
-                              operator_message=f"The exchange's update stream reported an error: {text}")
+            raise ServerError(
+                f"stream error: {text}",
+                code=_error_code(frame.get("msg")),
+                operator_message=f"The exchange's update stream reported an error: {text}",
+            )
         if kind != CHANNEL or frame.get("sid") != self._sid:
             return None
         seq = frame.get("seq")
@@ -252,8 +271,7 @@ class OrderGroupStream:
         if not _is_int(seq) or not isinstance(msg, dict):
             raise MalformedResponse(f"an {CHANNEL} frame lacks an integer seq or a msg object")
         if self._last_seq is not None and seq != self._last_seq + 1:
-            raise StreamGap(f"expected seq {self._last_seq + 1}, got {seq}", expected=self._last_seq + 1,
-                            received=seq)
+            raise StreamGap(f"expected seq {self._last_seq + 1}, got {seq}", expected=self._last_seq + 1, received=seq)
         self._last_seq = seq
         return _update(msg, seq)
 
@@ -287,8 +305,10 @@ def _json_object(raw: str | bytes) -> dict:
     except (UnicodeDecodeError, ValueError):
         frame = None
     if not isinstance(frame, dict):
-        raise MalformedResponse("a stream frame is not a JSON object",
-                                operator_message="The exchange's update stream sent something that is not JSON.")
+        raise MalformedResponse(
+            "a stream frame is not a JSON object",
+            operator_message="The exchange's update stream sent something that is not JSON.",
+        )
     return frame
 
 
@@ -329,5 +349,7 @@ def _handshake_error(exc: Exception, open_timeout: float) -> KalshiError:
     if isinstance(exc, OSError) or (isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError)):
         return Unreachable("the connection was dropped during the WebSocket handshake")
     # The message of websockets' exception is left out: it may quote the handshake.
-    return MalformedResponse(f"not a WebSocket handshake ({type(exc).__name__})",
-                             operator_message="The exchange did not answer with a WebSocket handshake.")
+    return MalformedResponse(
+        f"not a WebSocket handshake ({type(exc).__name__})",
+        operator_message="The exchange did not answer with a WebSocket handshake.",
+    )

@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,73 +16,141 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Credential',
+            name="Credential",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('label', models.CharField(max_length=100, unique=True)),
-                ('environment', models.CharField(choices=[('production', 'Production'), ('demo', 'Demo'), ('simulator', 'Local simulator'), ('custom', 'Custom base URL')], max_length=20)),
-                ('custom_base_url', models.URLField(blank=True, help_text='Only for the custom environment; ends in /trade-api/v2.')),
-                ('key_id', models.CharField(max_length=100, verbose_name='API key id')),
-                ('private_key_encrypted', models.TextField(editable=False)),
-                ('fingerprint', models.CharField(editable=False, max_length=100, verbose_name='public key fingerprint')),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('updated', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("label", models.CharField(max_length=100, unique=True)),
+                (
+                    "environment",
+                    models.CharField(
+                        choices=[
+                            ("production", "Production"),
+                            ("demo", "Demo"),
+                            ("simulator", "Local simulator"),
+                            ("custom", "Custom base URL"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "custom_base_url",
+                    models.URLField(blank=True, help_text="Only for the custom environment; ends in /trade-api/v2."),
+                ),
+                ("key_id", models.CharField(max_length=100, verbose_name="API key id")),
+                ("private_key_encrypted", models.TextField(editable=False)),
+                (
+                    "fingerprint",
+                    models.CharField(editable=False, max_length=100, verbose_name="public key fingerprint"),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("updated", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['label'],
+                "ordering": ["label"],
             },
         ),
         migrations.CreateModel(
-            name='AccessScope',
+            name="AccessScope",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subaccounts', models.JSONField(default=list, help_text='Subaccount numbers this user may see and act on.')),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='access_scope', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "subaccounts",
+                    models.JSONField(default=list, help_text="Subaccount numbers this user may see and act on."),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="access_scope",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Subaccount',
+            name="Subaccount",
             fields=[
-                ('number', models.PositiveSmallIntegerField(primary_key=True, serialize=False, validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(63)])),
-                ('label', models.CharField(blank=True, max_length=100)),
-                ('credential', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subaccounts', to='ogpanel.credential')),
+                (
+                    "number",
+                    models.PositiveSmallIntegerField(
+                        primary_key=True,
+                        serialize=False,
+                        validators=[
+                            django.core.validators.MinValueValidator(0),
+                            django.core.validators.MaxValueValidator(63),
+                        ],
+                    ),
+                ),
+                ("label", models.CharField(blank=True, max_length=100)),
+                (
+                    "credential",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="subaccounts", to="ogpanel.credential"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['number'],
+                "ordering": ["number"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(unique=True)),
-                ('at', models.DateTimeField(db_index=True)),
-                ('actor_username', models.CharField(db_index=True, max_length=150)),
-                ('actor_role', models.CharField(blank=True, max_length=20)),
-                ('action', models.CharField(db_index=True, max_length=50)),
-                ('environment', models.CharField(blank=True, max_length=20)),
-                ('subaccount', models.PositiveSmallIntegerField(blank=True, db_index=True, null=True)),
-                ('order_group_id', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('api_key_id', models.CharField(blank=True, max_length=100)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('reason', models.TextField(blank=True)),
-                ('request_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('client_ip', models.CharField(blank=True, max_length=64)),
-                ('user_agent', models.CharField(blank=True, max_length=300)),
-                ('outcome', models.CharField(choices=[('attempted', 'Attempted'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('denied', 'Denied'), ('observed', 'Observed')], db_index=True, max_length=20)),
-                ('attempt_seq', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('upstream_status', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('error_code', models.CharField(blank=True, max_length=100)),
-                ('error', models.TextField(blank=True)),
-                ('latency_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('hash', models.CharField(max_length=64, unique=True)),
-                ('actor', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("seq", models.BigIntegerField(unique=True)),
+                ("at", models.DateTimeField(db_index=True)),
+                ("actor_username", models.CharField(db_index=True, max_length=150)),
+                ("actor_role", models.CharField(blank=True, max_length=20)),
+                ("action", models.CharField(db_index=True, max_length=50)),
+                ("environment", models.CharField(blank=True, max_length=20)),
+                ("subaccount", models.PositiveSmallIntegerField(blank=True, db_index=True, null=True)),
+                ("order_group_id", models.CharField(blank=True, db_index=True, max_length=100)),
+                ("api_key_id", models.CharField(blank=True, max_length=100)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("reason", models.TextField(blank=True)),
+                ("request_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("client_ip", models.CharField(blank=True, max_length=64)),
+                ("user_agent", models.CharField(blank=True, max_length=300)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("attempted", "Attempted"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("denied", "Denied"),
+                            ("observed", "Observed"),
+                        ],
+                        db_index=True,
+                        max_length=20,
+                    ),
+                ),
+                ("attempt_seq", models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ("upstream_status", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("error_code", models.CharField(blank=True, max_length=100)),
+                ("error", models.TextField(blank=True)),
+                ("latency_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-seq'],
-                'indexes': [models.Index(fields=['action', '-seq'], name='ogpanel_aud_action_445ba3_idx'), models.Index(fields=['outcome', '-seq'], name='ogpanel_aud_outcome_da308e_idx')],
+                "ordering": ["-seq"],
+                "indexes": [
+                    models.Index(fields=["action", "-seq"], name="ogpanel_aud_action_445ba3_idx"),
+                    models.Index(fields=["outcome", "-seq"], name="ogpanel_aud_outcome_da308e_idx"),
+                ],
             },
         ),
     ]

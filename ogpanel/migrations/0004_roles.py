@@ -46,7 +46,7 @@ def create_roles(apps, schema_editor):
         permission, _ = Permission.objects.get_or_create(
             content_type=panel_type, codename=codename, defaults={"name": description}
         )
-        for role in ROLES[ROLES.index(lowest):]:
+        for role in ROLES[ROLES.index(lowest) :]:
             granted[role].append(permission)
     for (app_label, model), (verbose_name, verbs) in ADMIN_SITE_PERMISSIONS.items():
         content_type, _ = ContentType.objects.get_or_create(app_label=app_label, model=model)
@@ -64,8 +64,9 @@ def remove_roles(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     Group.objects.filter(name__in=ROLES).delete()
-    Permission.objects.filter(content_type__app_label="ogpanel", content_type__model="subaccount",
-                              codename__in=ACTIONS).delete()
+    Permission.objects.filter(
+        content_type__app_label="ogpanel", content_type__model="subaccount", codename__in=ACTIONS
+    ).delete()
 
 
 class Migration(migrations.Migration):

@@ -5,71 +5,77 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ogpanel', '0004_roles'),
+        ("ogpanel", "0004_roles"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WatcherHeartbeat',
+            name="WatcherHeartbeat",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('host', models.CharField(max_length=200)),
-                ('interval_seconds', models.FloatField()),
-                ('started_at', models.DateTimeField()),
-                ('beat_at', models.DateTimeField()),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('streams', models.JSONField(blank=True, default=dict)),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("host", models.CharField(max_length=200)),
+                ("interval_seconds", models.FloatField()),
+                ("started_at", models.DateTimeField()),
+                ("beat_at", models.DateTimeField()),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                ("streams", models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(
-            name='WatcherStatus',
+            name="WatcherStatus",
             fields=[
-                ('subaccount', models.PositiveSmallIntegerField(primary_key=True, serialize=False)),
-                ('credential_id', models.BigIntegerField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('last_error_at', models.DateTimeField(blank=True, null=True)),
+                ("subaccount", models.PositiveSmallIntegerField(primary_key=True, serialize=False)),
+                ("credential_id", models.BigIntegerField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("last_error_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'watcher statuses',
-                'ordering': ['subaccount'],
+                "verbose_name_plural": "watcher statuses",
+                "ordering": ["subaccount"],
             },
         ),
         migrations.CreateModel(
-            name='ObservedGroup',
+            name="ObservedGroup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subaccount', models.PositiveSmallIntegerField()),
-                ('order_group_id', models.CharField(max_length=100)),
-                ('contracts_limit', models.PositiveIntegerField(blank=True, null=True)),
-                ('triggered', models.BooleanField(default=False)),
-                ('first_seen', models.DateTimeField()),
-                ('last_seen', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("subaccount", models.PositiveSmallIntegerField()),
+                ("order_group_id", models.CharField(max_length=100)),
+                ("contracts_limit", models.PositiveIntegerField(blank=True, null=True)),
+                ("triggered", models.BooleanField(default=False)),
+                ("first_seen", models.DateTimeField()),
+                ("last_seen", models.DateTimeField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('subaccount', 'order_group_id'), name='observed_group_unique')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("subaccount", "order_group_id"), name="observed_group_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='TripAlert',
+            name="TripAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subaccount', models.PositiveSmallIntegerField()),
-                ('order_group_id', models.CharField(max_length=100)),
-                ('contracts_limit', models.PositiveIntegerField(blank=True, null=True)),
-                ('observed_at', models.DateTimeField(db_index=True)),
-                ('webhook_sent_at', models.DateTimeField(blank=True, null=True)),
-                ('email_sent_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('event', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='trip_alert', to='ogpanel.auditevent')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("subaccount", models.PositiveSmallIntegerField()),
+                ("order_group_id", models.CharField(max_length=100)),
+                ("contracts_limit", models.PositiveIntegerField(blank=True, null=True)),
+                ("observed_at", models.DateTimeField(db_index=True)),
+                ("webhook_sent_at", models.DateTimeField(blank=True, null=True)),
+                ("email_sent_at", models.DateTimeField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                (
+                    "event",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="trip_alert", to="ogpanel.auditevent"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-observed_at'],
+                "ordering": ["-observed_at"],
             },
         ),
     ]

@@ -45,17 +45,26 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(_trigram_indexes, _drop_trigram_indexes),
-        migrations.AlterField(model_name="auditevent", name="actor_username",
-                              field=models.CharField(max_length=150)),
+        migrations.AlterField(model_name="auditevent", name="actor_username", field=models.CharField(max_length=150)),
         migrations.AlterField(model_name="auditevent", name="action", field=models.CharField(max_length=50)),
-        migrations.AlterField(model_name="auditevent", name="subaccount",
-                              field=models.PositiveSmallIntegerField(blank=True, null=True)),
-        migrations.AlterField(model_name="auditevent", name="order_group_id",
-                              field=models.CharField(blank=True, max_length=100)),
         migrations.AlterField(
-            model_name="auditevent", name="outcome",
-            field=models.CharField(choices=[("attempted", "Attempted"), ("succeeded", "Succeeded"),
-                                            ("failed", "Failed"), ("denied", "Denied"), ("observed", "Observed")],
-                                   max_length=20),
+            model_name="auditevent", name="subaccount", field=models.PositiveSmallIntegerField(blank=True, null=True)
+        ),
+        migrations.AlterField(
+            model_name="auditevent", name="order_group_id", field=models.CharField(blank=True, max_length=100)
+        ),
+        migrations.AlterField(
+            model_name="auditevent",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("attempted", "Attempted"),
+                    ("succeeded", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("denied", "Denied"),
+                    ("observed", "Observed"),
+                ],
+                max_length=20,
+            ),
         ),
     ]

@@ -51,7 +51,10 @@ Outcome = AuditEvent.Outcome
 
 class TokenForm(forms.Form):
     token = forms.CharField(
-        label="Authenticator code", min_length=6, max_length=8, strip=True,
+        label="Authenticator code",
+        min_length=6,
+        max_length=8,
+        strip=True,
         help_text="The 6-digit code your authenticator app shows for ogpanel.",
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
     )
@@ -64,7 +67,8 @@ def _next_url(request: HttpRequest) -> str:
     """
     candidate = request.POST.get("next") or request.GET.get("next") or ""
     if candidate.startswith("/") and url_has_allowed_host_and_scheme(
-            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return candidate
     return resolve_url(settings.LOGIN_REDIRECT_URL)
 
@@ -80,8 +84,10 @@ def _reauth_stamp(request: HttpRequest) -> None:
 def _lockout_message(lockout: throttle.Lockout) -> str:
     minutes = max(1, round(lockout.seconds / 60))
     source = "for this username" if lockout.by == "username" else "from your network address"
-    return (f"Too many failed sign-in attempts {source}. Sign-in is locked for about {minutes} "
-            f"minute{'s' if minutes != 1 else ''}; try again later, or ask an admin.")
+    return (
+        f"Too many failed sign-in attempts {source}. Sign-in is locked for about {minutes} "
+        f"minute{'s' if minutes != 1 else ''}; try again later, or ask an admin."
+    )
 
 
 def _locked_response(request: HttpRequest, form: AuthenticationForm, lockout: throttle.Lockout) -> HttpResponse:
@@ -113,11 +119,17 @@ def login(request: HttpRequest) -> HttpResponse:
     form = AuthenticationForm(request, data=request.POST)
     if not form.is_valid():
         lockout = throttle.login_failed(username=username, address=address)
-        audit.record(request, "login", Outcome.FAILED, params={"username": username},
-                     error="wrong username or password")
+        audit.record(
+            request, "login", Outcome.FAILED, params={"username": username}, error="wrong username or password"
+        )
         if lockout is not None:
-            audit.record(request, "login_lockout", Outcome.DENIED, error=_lockout_message(lockout),
-                         params={"username": username, "by": lockout.by, "seconds": lockout.seconds})
+            audit.record(
+                request,
+                "login_lockout",
+                Outcome.DENIED,
+                error=_lockout_message(lockout),
+                params={"username": username, "by": lockout.by, "seconds": lockout.seconds},
+            )
             return _locked_response(request, form, lockout)
         context = {"form": form, "next": _next_url(request)}
         return render(request, "registration/login.html", context, status=400)
@@ -158,8 +170,11 @@ def otp_setup(request: HttpRequest) -> HttpResponse:
         if not user.is_verified():
             # Enrolling a second authenticator would sidestep the confirmed one.
             return redirect(_with_next("otp_verify", next_url))
-        messages.warning(request, "You already have an authenticator. An admin can remove it (Django admin, "
-                               "TOTP devices) if you need to enrol a new one.")
+        messages.warning(
+            request,
+            "You already have an authenticator. An admin can remove it (Django admin, "
+            "TOTP devices) if you need to enrol a new one.",
+        )
         return redirect(next_url)
 
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
@@ -178,8 +193,11 @@ def otp_setup(request: HttpRequest) -> HttpResponse:
         form.add_error("token", _wrong_code_message(device))
         audit.record(request, "otp_setup", Outcome.FAILED, error="wrong code")
     context = {
-        "form": form, "next": next_url, "required": settings.OGPANEL_REQUIRE_2FA,
-        "secret": b32encode(device.bin_key).decode(), "config_url": device.config_url,
+        "form": form,
+        "next": next_url,
+        "required": settings.OGPANEL_REQUIRE_2FA,
+        "secret": b32encode(device.bin_key).decode(),
+        "config_url": device.config_url,
     }
     return render(request, "registration/otp_setup.html", context, status=400 if form.errors else 200)
 
@@ -205,8 +223,9 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
         device.refresh_from_db()
         form.add_error("token", _wrong_code_message(device))
         audit.record(request, "otp_verify", Outcome.FAILED, error="wrong code")
-    return render(request, "registration/otp_verify.html", {"form": form, "next": next_url},
-                  status=400 if form.errors else 200)
+    return render(
+        request, "registration/otp_verify.html", {"form": form, "next": next_url}, status=400 if form.errors else 200
+    )
 
 
 def _wrong_code_message(device) -> str:
@@ -268,8 +287,13 @@ def reauth_ok(request: HttpRequest, *, password: str = "", otp: str = "") -> boo
         return True
     audit.record(request, "reauth", Outcome.FAILED, error="wrong password or code")
     if throttle.reauth_failed(session_key=request.session.session_key or ""):
-        audit.record(request, "login_lockout", Outcome.DENIED, params={"by": "session"},
-                     error="too many wrong re-authentication answers: signed out")
+        audit.record(
+            request,
+            "login_lockout",
+            Outcome.DENIED,
+            params={"by": "session"},
+            error="too many wrong re-authentication answers: signed out",
+        )
         auth_logout(request)
     return False
 

@@ -32,32 +32,56 @@ Outcome = AuditEvent.Outcome
 
 # Offered in the action filter; any other action name can still be typed.
 KNOWN_ACTIONS = (
-    "trigger", "reset", "create", "delete", "update_limit", "kill_switch_trigger", "kill_switch_reset",
-    "credential_create", "credential_rotate", "credential_remove", "credential_test",
-    "subaccount_assign", "subaccount_unassign", "role_change", "login", "login_lockout", "logout",
+    "trigger",
+    "reset",
+    "create",
+    "delete",
+    "update_limit",
+    "kill_switch_trigger",
+    "kill_switch_reset",
+    "credential_create",
+    "credential_rotate",
+    "credential_remove",
+    "credential_test",
+    "subaccount_assign",
+    "subaccount_unassign",
+    "role_change",
+    "login",
+    "login_lockout",
+    "logout",
     Action.EXPORT_AUDIT.value,
-    "exchange_triggered", "exchange_reset", "exchange_created", "exchange_deleted", "exchange_limit_updated",
+    "exchange_triggered",
+    "exchange_reset",
+    "exchange_created",
+    "exchange_deleted",
+    "exchange_limit_updated",
     "exchange_baseline",
 )
 
 
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(label="Actor (username)", required=False, max_length=150)
-    action = forms.CharField(label="Action", required=False, max_length=50,
-                             widget=forms.TextInput(attrs={"list": "audit-actions"}))
+    action = forms.CharField(
+        label="Action", required=False, max_length=50, widget=forms.TextInput(attrs={"list": "audit-actions"})
+    )
     subaccount = forms.IntegerField(label="Subaccount", required=False, min_value=0, max_value=63)
     group = forms.CharField(label="Order group id", required=False, max_length=100)
     outcome = forms.ChoiceField(
-        label="Outcome", required=False,
+        label="Outcome",
+        required=False,
         choices=[("", "Any"), *Outcome.choices, (UNKNOWN, "Outcome unknown")],
     )
     since = forms.DateField(label="From (UTC)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(label="To (UTC, inclusive)", required=False,
-                            widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label="To (UTC, inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     # Three characters at least: the trigram indexes behind search (PostgreSQL) need one trigram
     # to look up, and a shorter string would read every event.
-    q = forms.CharField(label="Search", required=False, min_length=3, max_length=200,
-                        help_text="Actor, action, group id, reason, error or parameters; 3 characters or more.")
+    q = forms.CharField(
+        label="Search",
+        required=False,
+        min_length=3,
+        max_length=200,
+        help_text="Actor, action, group id, reason, error or parameters; 3 characters or more.",
+    )
     before = forms.IntegerField(label="Page (before event)", required=False, min_value=1, widget=forms.HiddenInput)
 
     def clean(self) -> dict:
@@ -76,8 +100,16 @@ def _start_of(day: date) -> datetime:
 
 
 def audit_events(
-    user, *, actor: str = "", action: str = "", subaccount: int | None = None, group: str = "",
-    outcome: str = "", since: date | None = None, until: date | None = None, q: str = "",
+    user,
+    *,
+    actor: str = "",
+    action: str = "",
+    subaccount: int | None = None,
+    group: str = "",
+    outcome: str = "",
+    since: date | None = None,
+    until: date | None = None,
+    q: str = "",
 ) -> QuerySet[AuditEvent]:
     """The events `user` may see that match the filters, newest first."""
     events = AuditEvent.objects.order_by("-seq")
@@ -103,8 +135,12 @@ def audit_events(
         events = events.filter(at__lt=_start_of(until + timedelta(days=1)))
     if q:
         events = events.filter(
-            Q(actor_username__icontains=q) | Q(action__icontains=q) | Q(order_group_id__icontains=q)
-            | Q(reason__icontains=q) | Q(error__icontains=q) | Q(params__icontains=q)
+            Q(actor_username__icontains=q)
+            | Q(action__icontains=q)
+            | Q(order_group_id__icontains=q)
+            | Q(reason__icontains=q)
+            | Q(error__icontains=q)
+            | Q(params__icontains=q)
         )
     return events
 
@@ -144,7 +180,8 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     page = page[:PAGE_SIZE]
     attach_results(page)
     context.update(
-        events=page, paged=before is not None,
+        events=page,
+        paged=before is not None,
         older_query=_query(request, before=str(older)) if older else "",
     )
     return render_page(request, "ogpanel/audit_log.html", context, fragment="results")
@@ -224,9 +261,15 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     if not form.is_valid():
         return error_response(request, "The filters are not valid; correct them on the audit log page.", status=400)
     filters = form.filters()
-    exported = audit.record(request, Action.EXPORT_AUDIT, Outcome.SUCCEEDED, params={
-        "format": fmt, **{name: value for name, value in filters.items() if value not in ("", None)},
-    })
+    exported = audit.record(
+        request,
+        Action.EXPORT_AUDIT,
+        Outcome.SUCCEEDED,
+        params={
+            "format": fmt,
+            **{name: value for name, value in filters.items() if value not in ("", None)},
+        },
+    )
     # Up to the export's own event: the file is the log as it stood when it was asked for.
     events = audit_events(request.user, **filters).filter(seq__lt=exported.seq)
     lines, content_type = EXPORTS[fmt]

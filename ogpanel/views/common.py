@@ -13,7 +13,9 @@ def wants_fragment(request: HttpRequest) -> bool:
     return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
 
 
-def render_page(request: HttpRequest, template: str, context: dict, *, fragment: str, status: int = 200) -> HttpResponse:
+def render_page(
+    request: HttpRequest, template: str, context: dict, *, fragment: str, status: int = 200
+) -> HttpResponse:
     """Render `template`, or only its `{% partialdef fragment %}` for an htmx request."""
     name = f"{template}#{fragment}" if wants_fragment(request) else template
     response = render(request, name, context, status=status)

@@ -25,6 +25,7 @@ from ogpanel.permissions import Action, require
 from ogpanel.views import accounts
 from ogpanel.views.common import actor, done, error_response, render_page, wants_fragment
 
+
 def _key_problem(credential: Credential) -> str:
     """Why the stored private key cannot be decrypted here (moved row, missing encryption key), or ""."""
     problem = vault.check(credential.private_key_encrypted, bound_to=str(credential.uuid))
@@ -32,8 +33,10 @@ def _key_problem(credential: Credential) -> str:
 
 
 def _unusable(problem: str) -> str:
-    return (f"This credential's stored private key cannot be used. {problem}. Restore the missing encryption key, "
-            "or rotate this credential (upload the private key again).")
+    return (
+        f"This credential's stored private key cannot be used. {problem}. Restore the missing encryption key, "
+        "or rotate this credential (upload the private key again)."
+    )
 
 
 @login_required
@@ -57,14 +60,25 @@ def credential_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid() and accounts.confirm_identity(request, form):
             data = form.cleaned_data
             credential = services.credential_create(
-                actor=actor(request), label=data["label"], environment=data["environment"], key_id=data["key_id"],
-                private_key_pem=data["private_key_pem"], custom_base_url=data["custom_base_url"],
+                actor=actor(request),
+                label=data["label"],
+                environment=data["environment"],
+                key_id=data["key_id"],
+                private_key_pem=data["private_key_pem"],
+                custom_base_url=data["custom_base_url"],
             )
-            return done(request, None, f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
-                        next_url=reverse("credential_detail", args=[credential.pk]))
+            return done(
+                request,
+                None,
+                f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
+                next_url=reverse("credential_detail", args=[credential.pk]),
+            )
         return _refused(request, "ogpanel/credential_form.html", {"form": form, "credential": None})
-    return render(request, "ogpanel/credential_form.html",
-                  {"form": CredentialForm(), "credential": None, "reauth_needed": accounts.reauth_needed(request)})
+    return render(
+        request,
+        "ogpanel/credential_form.html",
+        {"form": CredentialForm(), "credential": None, "reauth_needed": accounts.reauth_needed(request)},
+    )
 
 
 def _test_subaccounts(user, credential: Credential) -> list[int]:
@@ -104,14 +118,25 @@ def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = KeyForm(request.POST, request.FILES)
         if form.is_valid() and accounts.confirm_identity(request, form):
-            services.credential_rotate(actor=actor(request), credential=credential, key_id=form.cleaned_data["key_id"],
-                                       private_key_pem=form.cleaned_data["private_key_pem"])
-            return done(request, None, f"Rotated \u201c{credential.label}\u201d: now key {credential.fingerprint}.",
-                        next_url=reverse("credential_detail", args=[credential.pk]))
+            services.credential_rotate(
+                actor=actor(request),
+                credential=credential,
+                key_id=form.cleaned_data["key_id"],
+                private_key_pem=form.cleaned_data["private_key_pem"],
+            )
+            return done(
+                request,
+                None,
+                f"Rotated \u201c{credential.label}\u201d: now key {credential.fingerprint}.",
+                next_url=reverse("credential_detail", args=[credential.pk]),
+            )
         return _refused(request, "ogpanel/credential_form.html", {"form": form, "credential": credential})
     form = KeyForm(initial={"key_id": credential.key_id})
-    return render(request, "ogpanel/credential_form.html",
-                  {"form": form, "credential": credential, "reauth_needed": accounts.reauth_needed(request)})
+    return render(
+        request,
+        "ogpanel/credential_form.html",
+        {"form": form, "credential": credential, "reauth_needed": accounts.reauth_needed(request)},
+    )
 
 
 @sensitive_post_parameters("reauth_password", "reauth_otp")
@@ -128,7 +153,9 @@ def credential_remove(request: HttpRequest, pk: int) -> HttpResponse:
             label = credential.label
             services.credential_remove(actor=actor(request), credential=credential)
             unmapped = f"; unmapped {subaccounts_phrase(in_use)}" if in_use else ""
-            return done(request, None, f"Removed credential \u201c{label}\u201d{unmapped}.", next_url=reverse("credentials"))
+            return done(
+                request, None, f"Removed credential \u201c{label}\u201d{unmapped}.", next_url=reverse("credentials")
+            )
         return _refused(request, "ogpanel/credential_remove.html", {**context, "form": form})
     context.update(form=RemoveForm(in_use=in_use), reauth_needed=accounts.reauth_needed(request))
     return render(request, "ogpanel/credential_remove.html", context)
@@ -157,7 +184,10 @@ def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
     if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, subaccount):
         return refused
     if subaccount is None or subaccount > settings.OGPANEL_MAX_SUBACCOUNT:
-        result, status = _test_result(False, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}."), 400
+        result, status = (
+            _test_result(False, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}."),
+            400,
+        )
     else:
         began = time.monotonic()
         try:
@@ -186,9 +216,13 @@ REAUTH_FIRST = "Confirm your identity (the link above the table) before changing
 
 def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountForm | None = None) -> dict:
     """What one row of the mapping page shows; a refused form shows what was posted and why."""
-    row = {"number": number, "subaccount": subaccount, "errors": [],
-           "credential_pk": subaccount.credential_id if subaccount else None,
-           "label": subaccount.label if subaccount else ""}
+    row = {
+        "number": number,
+        "subaccount": subaccount,
+        "errors": [],
+        "credential_pk": subaccount.credential_id if subaccount else None,
+        "label": subaccount.label if subaccount else "",
+    }
     if form is not None:
         row["errors"] = [error for errors in form.errors.values() for error in errors]
         row["label"] = form.data.get("label", "")
@@ -196,15 +230,19 @@ def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountFor
     return row
 
 
-def _mapping_context(request: HttpRequest, refused: SubaccountForm | None = None,
-                     refused_number: int | None = None) -> dict:
+def _mapping_context(
+    request: HttpRequest, refused: SubaccountForm | None = None, refused_number: int | None = None
+) -> dict:
     mapped = {sub.number: sub for sub in Subaccount.objects.select_related("credential")}
     rows = [
         _mapping_row(n, mapped.get(n), refused if n == refused_number else None)
         for n in permissions.visible(request.user, range(settings.OGPANEL_MAX_SUBACCOUNT + 1))
     ]
-    return {"rows": rows, "credentials": list(Credential.objects.all()),
-            "reauth_needed": accounts.reauth_needed(request)}
+    return {
+        "rows": rows,
+        "credentials": list(Credential.objects.all()),
+        "reauth_needed": accounts.reauth_needed(request),
+    }
 
 
 @sensitive_post_parameters("reauth_password", "reauth_otp")
@@ -219,13 +257,15 @@ def subaccount_list(request: HttpRequest) -> HttpResponse:
     valid = form.is_valid()
     number = form.cleaned_data.get("number")
     if number is None:
-        return error_response(request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.",
-                              status=400)
+        return error_response(
+            request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.", status=400
+        )
     if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, number):
         return refused
     # Which key a subaccount is traded with is a credential change: it needs a fresh identity check.
-    if not accounts.reauth_ok(request, password=request.POST.get("reauth_password", ""),
-                              otp=request.POST.get("reauth_otp", "")):
+    if not accounts.reauth_ok(
+        request, password=request.POST.get("reauth_password", ""), otp=request.POST.get("reauth_otp", "")
+    ):
         if not request.user.is_authenticated:  # signed out after too many wrong answers
             return redirect_to_login(request.get_full_path())
         return error_response(request, REAUTH_FIRST, status=403)
@@ -235,8 +275,9 @@ def subaccount_list(request: HttpRequest) -> HttpResponse:
         return render_page(request, "ogpanel/subaccounts.html", context, fragment="row", status=400)
     data = form.cleaned_data
     if data["op"] == "assign":
-        subaccount = services.subaccount_assign(actor=actor(request), number=number, credential=data["credential"],
-                                                label=data["label"])
+        subaccount = services.subaccount_assign(
+            actor=actor(request), number=number, credential=data["credential"], label=data["label"]
+        )
         message = f"Subaccount {number} now uses \u201c{data['credential'].label}\u201d."
     else:
         services.subaccount_unassign(actor=actor(request), subaccount=data["subaccount"])

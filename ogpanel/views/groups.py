@@ -27,7 +27,13 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from ogpanel import alerts, permissions, selectors, services
 from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm, KillSwitchForm
 from ogpanel.kalshi import (
-    BadRequest, InvalidInput, KalshiError, NotFound, OrderGroup, RateLimited, validate_order_group_id,
+    BadRequest,
+    InvalidInput,
+    KalshiError,
+    NotFound,
+    OrderGroup,
+    RateLimited,
+    validate_order_group_id,
 )
 from ogpanel.exchange import CredentialUnusable
 from ogpanel.models import Subaccount
@@ -87,6 +93,7 @@ def _changed(request: HttpRequest, message: str, *, next_url: str) -> HttpRespon
 
 # --- dashboard and detail ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Row:
     listing: selectors.Listing
@@ -106,8 +113,10 @@ def _row_html(subaccount: int, label: str, group: OrderGroup, can_reset: bool, c
     Every poll sends every row again, and through the template engine 330 rows cost ~35 ms of CPU,
     most of a poll; the rows themselves rarely change between polls.
     """
-    context = {"row": {"listing": {"subaccount": subaccount, "label": label}, "group": group},
-               "can": {"reset": can_reset, "trigger": can_trigger}}
+    context = {
+        "row": {"listing": {"subaccount": subaccount, "label": label}, "group": group},
+        "can": {"reset": can_reset, "trigger": can_trigger},
+    }
     return render_to_string("ogpanel/dashboard.html#group_row", context)
 
 
@@ -118,9 +127,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     subaccounts = selectors.subaccounts_for(request.user)
     filters = DashboardFilterForm(request.GET, subaccounts=subaccounts)
     watch = watch_health()
-    context = {"filters": filters, "updated_at": datetime.now(timezone.utc), "oob": common.wants_fragment(request),
-               "watch": watch, "trips": alerts.recent_trips([sub.number for sub in subaccounts]),
-               "trip_minutes": settings.OGPANEL_TRIP_BANNER_MINUTES}
+    context = {
+        "filters": filters,
+        "updated_at": datetime.now(timezone.utc),
+        "oob": common.wants_fragment(request),
+        "watch": watch,
+        "trips": alerts.recent_trips([sub.number for sub in subaccounts]),
+        "trip_minutes": settings.OGPANEL_TRIP_BANNER_MINUTES,
+    }
     if not filters.is_valid():
         context.update(listings=[], rows=[], refresh_url=reverse("dashboard"))
         return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table", status=400)
@@ -128,11 +142,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     shown = [sub for sub in subaccounts if number is None or sub.number == number]
     listings = selectors.listings(shown, stale_ok=True)  # a poll never waits on a re-read
     can_reset, can_trigger = (permissions.can(request.user, action) for action in (Action.RESET, Action.TRIGGER))
-    rows = [_Row(listing, group, can_reset, can_trigger) for listing in listings for group in listing.groups
-            if not state or group.triggered == (state == "triggered")]
+    rows = [
+        _Row(listing, group, can_reset, can_trigger)
+        for listing in listings
+        for group in listing.groups
+        if not state or group.triggered == (state == "triggered")
+    ]
     query = urlencode({k: v for k, v in request.GET.items() if k in filters.fields and v})
-    statuses = [(listing, ERROR_WORDS.get(listing.error_kind, "error"), watch.subaccounts.get(listing.subaccount))
-                for listing in listings]
+    statuses = [
+        (listing, ERROR_WORDS.get(listing.error_kind, "error"), watch.subaccounts.get(listing.subaccount))
+        for listing in listings
+    ]
     context.update(
         listings=listings,
         rows=rows,
@@ -174,6 +194,7 @@ def _with_current_state(request: HttpRequest, template: str, context: dict) -> H
 
 # --- reset, trigger, delete: a confirmation with a reason, then the change -----------------------
 
+
 @dataclass(frozen=True)
 class _Operation:
     title: str
@@ -187,7 +208,7 @@ OPERATIONS: dict[Action, _Operation] = {
     Action.TRIGGER: _Operation(
         title="Trigger",
         effect="The exchange cancels every resting order in this group at once and rejects new orders "
-               "naming it until someone resets the group.",
+        "naming it until someone resets the group.",
         button="Trigger group — cancels all its orders",
         done="Triggered",
         run=services.ordergroup_trigger,
@@ -195,7 +216,7 @@ OPERATIONS: dict[Action, _Operation] = {
     Action.RESET: _Operation(
         title="Reset",
         effect="The exchange clears the trigger and zeroes the group's rolling 15-second volume, so "
-               "orders naming the group are accepted again.",
+        "orders naming the group are accepted again.",
         button="Reset group — accepts new orders again",
         done="Reset",
         run=services.ordergroup_reset,
@@ -203,7 +224,7 @@ OPERATIONS: dict[Action, _Operation] = {
     Action.DELETE: _Operation(
         title="Delete",
         effect="The exchange cancels every resting order in this group and removes the group. This "
-               "cannot be undone: no order can name this group again.",
+        "cannot be undone: no order can name this group again.",
         button="Delete group — cancels its orders and removes it",
         done="Deleted",
         run=services.ordergroup_delete,
@@ -218,16 +239,23 @@ def _confirmed(request: HttpRequest, action: Action, subaccount: int, group_id: 
     operation = OPERATIONS[action]
     detail_url = reverse("group_detail", args=[subaccount, group_id])
     form = GroupActionForm(request.POST if request.method == "POST" else None)
-    context = {"operation": operation, "subaccount": target, "group_id": group_id, "form": form,
-               "in_place": common.wants_fragment(request), "back_url": detail_url}
+    context = {
+        "operation": operation,
+        "subaccount": target,
+        "group_id": group_id,
+        "form": form,
+        "in_place": common.wants_fragment(request),
+        "back_url": detail_url,
+    }
     template = "ogpanel/group_confirm.html"
     if request.method == "GET":
         return _with_current_state(request, template, context)
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="panel", status=400)
     try:
-        operation.run(actor=common.actor(request), subaccount=target, order_group_id=group_id,
-                      reason=form.cleaned_data["reason"])
+        operation.run(
+            actor=common.actor(request), subaccount=target, order_group_id=group_id, reason=form.cleaned_data["reason"]
+        )
     except KalshiError as exc:
         form.add_error(None, exc.operator_message)
         return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
@@ -265,12 +293,14 @@ def group_delete(request: HttpRequest, subaccount: int, group_id: str) -> HttpRe
 
 # --- create and limit ----------------------------------------------------------------------------
 
+
 @login_required
 @require_http_methods(["GET", "POST"])
 @permissions.require(Action.CREATE)
 def group_create(request: HttpRequest) -> HttpResponse:
-    form = GroupCreateForm(request.POST if request.method == "POST" else None,
-                           subaccounts=selectors.subaccounts_for(request.user))
+    form = GroupCreateForm(
+        request.POST if request.method == "POST" else None, subaccounts=selectors.subaccounts_for(request.user)
+    )
     context = {"form": form, "in_place": common.wants_fragment(request)}
     template = "ogpanel/group_create.html"
     if request.method == "GET":
@@ -281,8 +311,12 @@ def group_create(request: HttpRequest) -> HttpResponse:
         return common.render_page(request, template, context, fragment="panel", status=400)
     target, limit = form.cleaned_data["subaccount"], form.cleaned_data["contracts_limit"]
     try:
-        created = services.ordergroup_create(actor=common.actor(request), subaccount=target, contracts_limit=limit,
-                                             exchange_index=form.cleaned_data["exchange_index"])
+        created = services.ordergroup_create(
+            actor=common.actor(request),
+            subaccount=target,
+            contracts_limit=limit,
+            exchange_index=form.cleaned_data["exchange_index"],
+        )
     except KalshiError as exc:
         form.add_error(None, exc.operator_message)
         return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
@@ -313,8 +347,13 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
         return target
     detail_url = reverse("group_detail", args=[subaccount, group_id])
     form = GroupLimitForm(request.POST if request.method == "POST" else None)
-    context = {"subaccount": target, "group_id": group_id, "form": form,
-               "in_place": common.wants_fragment(request), "back_url": detail_url}
+    context = {
+        "subaccount": target,
+        "group_id": group_id,
+        "form": form,
+        "in_place": common.wants_fragment(request),
+        "back_url": detail_url,
+    }
     template = "ogpanel/group_limit.html"
     if request.method == "GET":
         return _with_current_state(request, template, context)
@@ -323,9 +362,14 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
     limit = form.cleaned_data["contracts_limit"]
     try:
         previous = _previous_limit(target, group_id)
-        services.ordergroup_update_limit(actor=common.actor(request), subaccount=target, order_group_id=group_id,
-                                         contracts_limit=limit, previous_limit=previous,
-                                         reason=form.cleaned_data["reason"])
+        services.ordergroup_update_limit(
+            actor=common.actor(request),
+            subaccount=target,
+            order_group_id=group_id,
+            contracts_limit=limit,
+            previous_limit=previous,
+            reason=form.cleaned_data["reason"],
+        )
     except KalshiError as exc:
         form.add_error(None, exc.operator_message)
         return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
@@ -335,6 +379,7 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
 
 
 # --- kill switch ---------------------------------------------------------------------------------
+
 
 def _totals(report: SweepReport) -> list[tuple[str, int]]:
     if report.action == "kill_switch_trigger":
@@ -351,8 +396,12 @@ def _totals(report: SweepReport) -> list[tuple[str, int]]:
 def kill_switch(request: HttpRequest) -> HttpResponse:
     subaccounts = selectors.subaccounts_for(request.user)
     form = KillSwitchForm(request.POST if request.method == "POST" else None, subaccounts=subaccounts)
-    context = {"form": form, "subaccounts": subaccounts, "report": None,
-               "reauth_needed": accounts.reauth_needed(request)}
+    context = {
+        "form": form,
+        "subaccounts": subaccounts,
+        "report": None,
+        "reauth_needed": accounts.reauth_needed(request),
+    }
     template = "ogpanel/kill_switch.html"
     if request.method == "GET":
         saved = request.session.pop(KILL_SWITCH_REPORT, None)
@@ -370,15 +419,17 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
         context["reauth_needed"] = True
         return common.render_page(request, template, context, fragment="console", status=403)
     sweep = services.killswitch_trigger if form.triggering else services.killswitch_reset
-    report = sweep(actor=common.actor(request), subaccounts=form.cleaned_data["targets"],
-                   reason=form.cleaned_data["reason"])
+    report = sweep(
+        actor=common.actor(request), subaccounts=form.cleaned_data["targets"], reason=form.cleaned_data["reason"]
+    )
     totals = _totals(report)
     message = "Kill switch finished: " + ", ".join(f"{count} {label.lower()}" for label, count in totals) + "."
     level = "warning" if report.failures else "success"
     if common.wants_fragment(request):
         fresh = KillSwitchForm(subaccounts=subaccounts)
-        response = common.render_page(request, template, {**context, "form": fresh, "report": report, "totals": totals},
-                                      fragment="console")
+        response = common.render_page(
+            request, template, {**context, "form": fresh, "report": report, "totals": totals}, fragment="console"
+        )
         return common.flash(trigger_client_event(response, GROUPS_CHANGED), message, level)
     request.session[KILL_SWITCH_REPORT] = {"action": report.action, "rows": [asdict(row) for row in report.rows]}
     getattr(messages, level)(request, message)

@@ -22,8 +22,9 @@ def _console_settings(settings):
     settings.OGPANEL_REFRESH_SECONDS = 60
 
 
-def test_it_triggers_a_group_from_the_dashboard_without_reloading_the_page(page, live_server, sim, subaccounts,
-                                                                            operator):
+def test_it_triggers_a_group_from_the_dashboard_without_reloading_the_page(
+    page, live_server, sim, subaccounts, operator
+):
     for number, limit in ((0, 500), (1, 100), (2, 250), (3, 40)):
         sim.create_group(number, limit)
     target = sim.create_group(1, 25)

@@ -134,9 +134,7 @@ def test_pkcs1_and_pkcs8_client_keys_both_work(
 
 
 def test_it_accepts_a_pkcs1_public_key(sim: SimulatorServer, stranger_key: rsa.RSAPrivateKey) -> None:
-    pkcs1_public = stranger_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.PKCS1
-    )
+    pkcs1_public = stranger_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
     sim.add_key("pkcs1-public", pkcs1_public.decode())
     assert SignedClient(sim.base_url, "pkcs1-public", stranger_key).get(GROUPS).status_code == 200
 

@@ -24,8 +24,9 @@ CHANNEL = "order_group_updates"
 Opener = Callable[..., ClientConnection]
 
 
-def signed_headers(key_id: str, private_key: rsa.RSAPrivateKey, *, timestamp: str | None = None,
-                   signed_path: str = WS_PATH) -> dict[str, str]:
+def signed_headers(
+    key_id: str, private_key: rsa.RSAPrivateKey, *, timestamp: str | None = None, signed_path: str = WS_PATH
+) -> dict[str, str]:
     timestamp = timestamp or now_ms()
     return {
         "KALSHI-ACCESS-KEY": key_id,
@@ -40,8 +41,7 @@ def open_ws(sim: SimulatorServer, private_key: rsa.RSAPrivateKey) -> Iterator[Op
     opened: list[ClientConnection] = []
 
     def open_(key_id: str = KEY_ID, key: rsa.RSAPrivateKey = private_key, **signing: str) -> ClientConnection:
-        ws = connect(sim.ws_url, additional_headers=signed_headers(key_id, key, **signing), open_timeout=5,
-                     legacy=True)
+        ws = connect(sim.ws_url, additional_headers=signed_headers(key_id, key, **signing), open_timeout=5, legacy=True)
         opened.append(ws)
         return ws
 
@@ -107,8 +107,9 @@ def test_it_refuses_a_bad_handshake_with_401_before_upgrading(
 
 
 def test_a_plain_get_without_upgrade_headers_is_refused(sim: SimulatorServer, private_key: rsa.RSAPrivateKey) -> None:
-    response = requests.get(sim.ws_url.replace("ws://", "http://"), headers=signed_headers(KEY_ID, private_key),
-                            timeout=5)
+    response = requests.get(
+        sim.ws_url.replace("ws://", "http://"), headers=signed_headers(KEY_ID, private_key), timeout=5
+    )
 
     assert response.status_code == 426
     assert sim.websocket_count == 0

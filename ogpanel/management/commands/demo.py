@@ -28,8 +28,13 @@ DEMO_CREDENTIALS = [("demo-primary", [0, 1, 2]), ("demo-desks", [3, 4, 5])]
 DEMO_USERS = [("viewer", "viewer", None), ("ops", "ops", None), ("admin", "admin", None), ("desk3", "ops", [3])]
 # (subaccount, limit, orders with their sizes, fills that push it over the limit → triggered)
 DEMO_GROUPS = [
-    (0, 100, [10, 20], None), (0, 250, [50], None), (1, 50, [30, 30], 60), (2, 1000, [5, 5, 5], None),
-    (3, 500, [100], None), (4, 20, [10, 15], 25), (5, 75, [], None),
+    (0, 100, [10, 20], None),
+    (0, 250, [50], None),
+    (1, 50, [30, 30], 60),
+    (2, 1000, [5, 5, 5], None),
+    (3, 500, [100], None),
+    (4, 20, [10, 15], 25),
+    (5, 75, [], None),
 ]
 
 
@@ -42,8 +47,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, no_serve: bool, **options):
         sim_url = urlsplit(settings.OGPANEL_BASE_URLS["simulator"])
-        simulator = start(host=sim_url.hostname or "127.0.0.1", port=sim_url.port or 8765,
-                          max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT)
+        simulator = start(
+            host=sim_url.hostname or "127.0.0.1",
+            port=sim_url.port or 8765,
+            max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
+        )
         self.stdout.write(f"Exchange simulator: {simulator.base_url}")
         passwords = seed(simulator, environment=Credential.Environment.SIMULATOR)
         self.stdout.write(self.style.SUCCESS("Demo users (passwords are new on every run):"))
@@ -83,21 +91,26 @@ def seed(simulator, *, environment: str, base_url: str = "") -> dict[str, str]:
 
 def _credential(actor: Actor, simulator, label: str, numbers: list[int], environment: str, base_url: str) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     key_id = f"{label}-{secrets.token_hex(4)}"
     simulator.add_key(key_id, public)
     credential = Credential.objects.filter(label=label).first()
     if credential is None:
-        credential = services.credential_create(actor=actor, label=label, environment=environment, key_id=key_id,
-                                                private_key_pem=pem, custom_base_url=base_url)
+        credential = services.credential_create(
+            actor=actor,
+            label=label,
+            environment=environment,
+            key_id=key_id,
+            private_key_pem=pem,
+            custom_base_url=base_url,
+        )
     else:
         services.credential_rotate(actor=actor, credential=credential, key_id=key_id, private_key_pem=pem)
     for number in numbers:
         if not Subaccount.objects.filter(number=number, credential=credential).exists():
             services.subaccount_assign(actor=actor, number=number, credential=credential, label=f"desk {number}")
+
 
 def _user(username: str, role: str, scope: list[int] | None) -> str:
     password = secrets.token_urlsafe(12)

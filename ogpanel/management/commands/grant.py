@@ -45,15 +45,18 @@ def _describe(user) -> dict:
 
 
 class Command(BaseCommand):
-    help = ("Give a user a role (viewer, ops, admin, or none to remove it), and optionally limit them "
-            "to some subaccounts or lift the limit. The change is recorded in the audit log.")
+    help = (
+        "Give a user a role (viewer, ops, admin, or none to remove it), and optionally limit them "
+        "to some subaccounts or lift the limit. The change is recorded in the audit log."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("role", choices=[*ROLE_NAMES, NO_ROLE])
         scope = parser.add_mutually_exclusive_group()
-        scope.add_argument("--subaccounts", metavar="LIST",
-                           help="only these subaccounts, e.g. 0,3-7 (replaces any earlier limit)")
+        scope.add_argument(
+            "--subaccounts", metavar="LIST", help="only these subaccounts, e.g. 0,3-7 (replaces any earlier limit)"
+        )
         scope.add_argument("--all-subaccounts", action="store_true", help="remove any subaccount limit")
 
     def handle(self, *, username: str, role: str, subaccounts: str | None, all_subaccounts: bool, **options):
@@ -62,8 +65,10 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"No user named {username!r}. Create one with createsuperuser or the Django admin.")
         if user.is_superuser and role != Role.ADMIN.label:
-            raise CommandError(f"{username} is a superuser, and superusers are always admins. Remove superuser "
-                               "status in the Django admin first.")
+            raise CommandError(
+                f"{username} is a superuser, and superusers are always admins. Remove superuser "
+                "status in the Django admin first."
+            )
 
         before = _describe(user)
         with transaction.atomic():
@@ -80,9 +85,12 @@ class Command(BaseCommand):
         after = _describe(get_user_model().objects.get(pk=user.pk))  # fresh: role and scope are cached per object
 
         audit.append(
-            audit.Actor.system("grant"), action="role_change", outcome=AuditEvent.Outcome.SUCCEEDED,
-            params={"username": username, "user_id": user.pk, "before": before, "after": after,
-                    "run_by": _os_user()},
+            audit.Actor.system("grant"),
+            action="role_change",
+            outcome=AuditEvent.Outcome.SUCCEEDED,
+            params={"username": username, "user_id": user.pk, "before": before, "after": after, "run_by": _os_user()},
         )
-        self.stdout.write(f"{username}: role {before['role']} -> {after['role']}, "
-                          f"subaccounts {before['subaccounts']} -> {after['subaccounts']}")
+        self.stdout.write(
+            f"{username}: role {before['role']} -> {after['role']}, "
+            f"subaccounts {before['subaccounts']} -> {after['subaccounts']}"
+        )

@@ -20,13 +20,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         newest = vault.newest_key_id()
-        with audit.attempt(Actor.system("rotate_encryption_keys"), "encryption_keys_rotate",
-                           params={"key_id": newest}) as pending:
+        with audit.attempt(
+            Actor.system("rotate_encryption_keys"), "encryption_keys_rotate", params={"key_id": newest}
+        ) as pending:
             previous = _reencrypt_all()
             pending.result_params.update(rewritten=sum(previous.values()), previous_key_ids=dict(previous))
         count = sum(previous.values())
         before = ", ".join(f"{n} under {key_id}" for key_id, n in sorted(previous.items())) or "none stored"
-        self.stdout.write(f"Re-encrypted {count} credential{'' if count == 1 else 's'} under key {newest} (before: {before}).")
+        self.stdout.write(
+            f"Re-encrypted {count} credential{'' if count == 1 else 's'} under key {newest} (before: {before})."
+        )
 
 
 def _reencrypt_all() -> Counter:
@@ -38,8 +41,9 @@ def _reencrypt_all() -> Counter:
         for credential in credentials:
             bound_to = str(credential.uuid)
             try:
-                stored = vault.encrypt(vault.decrypt(credential.private_key_encrypted, bound_to=bound_to),
-                                       bound_to=bound_to)
+                stored = vault.encrypt(
+                    vault.decrypt(credential.private_key_encrypted, bound_to=bound_to), bound_to=bound_to
+                )
             except vault.VaultError as exc:
                 unreadable.append(f"{credential.label!r}: {exc}")
                 continue

@@ -22,15 +22,18 @@ class Command(BaseCommand):
     help = "Verify the audit log's hash chain. Exit 0 if intact, 1 naming the first bad event."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
-                            help="processes checking parts of the chain at once (PostgreSQL; default: CPUs, at most 8)")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=min(os.cpu_count() or 1, 8),
+            help="processes checking parts of the chain at once (PostgreSQL; default: CPUs, at most 8)",
+        )
         parser.add_argument("--chunk-size", type=int, default=20000, help="events read per query")
 
     def handle(self, *args, **options) -> None:
         result = audit.verify(chunk_size=max(options["chunk_size"], 1), workers=max(options["workers"], 1))
         if not result.ok:
-            self.stderr.write(f"FAILED: event #{result.bad_seq}: {result.problem} "
-                              f"(checked {result.count} events)")
+            self.stderr.write(f"FAILED: event #{result.bad_seq}: {result.problem} (checked {result.count} events)")
             sys.exit(1)
         self.stdout.write(f"OK: {result.count} events")
         if result.count:

@@ -14,10 +14,15 @@ class Command(BaseCommand):
     help = "Follow every configured subaccount; record order-group changes made outside the panel and alert on trips."
 
     def add_arguments(self, parser):
-        parser.add_argument("--interval", type=float, default=None, help="Seconds between polls "
-                            f"(default OGPANEL_WATCH_SECONDS, now {settings.OGPANEL_WATCH_SECONDS:g}).")
-        parser.add_argument("--once", action="store_true",
-                            help="Poll every subaccount once, send due alerts, and exit (no WebSocket).")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help=f"Seconds between polls (default OGPANEL_WATCH_SECONDS, now {settings.OGPANEL_WATCH_SECONDS:g}).",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="Poll every subaccount once, send due alerts, and exit (no WebSocket)."
+        )
 
     def handle(self, *args, interval: float | None, once: bool, **options):
         if interval is not None and interval <= 0:
@@ -36,7 +41,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        self.stdout.write(f"Watching order groups every {watcher.interval:g} s"
-                          f"{' with the WebSocket stream' if watcher.websocket else ''}; SIGTERM or Ctrl-C stops.")
+        self.stdout.write(
+            f"Watching order groups every {watcher.interval:g} s"
+            f"{' with the WebSocket stream' if watcher.websocket else ''}; SIGTERM or Ctrl-C stops."
+        )
         watcher.run(stop)
         self.stdout.write("Stopped.")
