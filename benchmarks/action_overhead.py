@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 SUBACCOUNT = 1
 SPACING = 0.15  # seconds between a run's starts: above Basic's 0.1 s per write, so the limiter never waits

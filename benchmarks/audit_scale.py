@@ -32,13 +32,13 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 ROOT = common.ROOT
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ogpanel_bench_h4_audit"
@@ -112,7 +112,7 @@ class Generator:
         self.buffer: list[dict] = []
         self.seq = 0
         self.prev_hash = audit.GENESIS
-        self.at = datetime.now(timezone.utc) - timedelta(days=366)
+        self.at = datetime.now(UTC) - timedelta(days=366)
         self.mean_gap = 365 * 86400 / total
         self.groups: list[tuple[int, str]] = []
         self.unknown_every = max(total // UNKNOWN_ATTEMPTS, 1)
@@ -460,7 +460,7 @@ def page_cases(total: int) -> list[tuple[str, str, str]]:
     middle = AuditEvent.objects.filter(seq__gte=total // 2).exclude(order_group_id="")
     group = middle.values_list("order_group_id", flat=True).first() or "none"
     day = AuditEvent.objects.filter(seq=total // 2).values_list("at", flat=True).first()
-    day = (day or datetime.now(timezone.utc)).date().isoformat()
+    day = (day or datetime.now(UTC)).date().isoformat()
     return [
         ("unfiltered, newest page", "admin", ""),
         ("unfiltered, a page half-way back", "admin", f"before={total // 2}"),

@@ -243,7 +243,7 @@ class Gunicorn:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urlopen(self.url + "/healthz", timeout=1) as answer:
+                with urlopen(self.url + "/healthz", timeout=1) as answer:  # noqa: S310 (our own http:// URL)
                     if answer.status == 200:
                         return
             except OSError:
@@ -354,7 +354,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table, so a run's output pastes into docs/performance.md as it is."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/ogpanel_bench_h4"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -170,7 +170,7 @@ def main() -> int:
             threading.Thread(
                 target=poll, args=(server.url, name, ready, go, window, args.interval, user_stats), daemon=True
             )
-            for name, user_stats in zip(usernames, stats)
+            for name, user_stats in zip(usernames, stats, strict=True)
         ]
         for thread in threads:
             thread.start()

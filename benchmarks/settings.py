@@ -11,7 +11,7 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("OGPANEL_LOG_LEVEL", "WARNING")
 
-from ogpanel.settings import *  # noqa: E402,F403
+from ogpanel.settings import *  # noqa: F403
 
 # No collectstatic step: static files come from the finders, as in the tests.
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405

@@ -9,7 +9,7 @@ sends only what is still undelivered.
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import requests
 from django.conf import settings
@@ -65,7 +65,7 @@ class Trip:
             "subaccount_label": self.label,
             "order_group_id": self.order_group_id,
             "contracts_limit": self.contracts_limit,
-            "observed_at": self.observed_at.astimezone(timezone.utc).isoformat(),
+            "observed_at": self.observed_at.astimezone(UTC).isoformat(),
             "environment": self.environment,
             "audit_seq": self.audit_seq,
             "url": self.url or None,
@@ -166,7 +166,7 @@ def deliver(alert: TripAlert, now: datetime) -> bool:
 
 def deliver_due(*, now: datetime | None = None, limit: int = 100) -> int:
     """Send every alert whose time has come; returns how many were fully delivered."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     due = (
         TripAlert.objects.filter(delivered_at=None, next_attempt_at__lte=now)
         .select_related("event")
@@ -177,5 +177,5 @@ def deliver_due(*, now: datetime | None = None, limit: int = 100) -> int:
 
 def recent_trips(subaccounts: list[int], *, now: datetime | None = None) -> list[TripAlert]:
     """Trips observed in the last OGPANEL_TRIP_BANNER_MINUTES on these subaccounts, newest first."""
-    since = (now or datetime.now(timezone.utc)) - timedelta(minutes=settings.OGPANEL_TRIP_BANNER_MINUTES)
+    since = (now or datetime.now(UTC)) - timedelta(minutes=settings.OGPANEL_TRIP_BANNER_MINUTES)
     return list(TripAlert.objects.filter(subaccount__in=subaccounts, observed_at__gte=since).order_by("-observed_at"))

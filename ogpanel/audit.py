@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from json.encoder import encode_basestring
 
 from django.db import connection, connections, transaction
@@ -95,7 +95,7 @@ def client_ip(request: HttpRequest) -> str:
 
 def timestamp(at: datetime) -> str:
     """UTC to the millisecond, as hashed and exported: 2026-01-02T03:04:05.678+00:00."""
-    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 # The hashed form is json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -131,7 +131,7 @@ def compute_hash(values: dict) -> str:
 
 
 def _now() -> datetime:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -326,7 +326,7 @@ class Pending:
         """Record several attempts (each a dict of fields, credential= allowed) in one commit."""
         fields = [_with_credential(**attempt) for attempt in attempts]
         events = append_many(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, fields=fields)
-        return [cls(actor, action, recorded=event, **one) for event, one in zip(events, fields)]
+        return [cls(actor, action, recorded=event, **one) for event, one in zip(events, fields, strict=True)]
 
     def succeeded(self, *, latency: float | None = None, **params) -> AuditEvent:
         return self._finish(AuditEvent.Outcome.SUCCEEDED, latency, params)
@@ -395,12 +395,12 @@ def verify(chunk_size: int = 20000, workers: int = 1) -> Verification:
         low, high = AuditEvent.objects.aggregate(low=Min("seq"), high=Max("seq")).values()
         if high is not None and high - low >= workers * chunk_size:
             cuts = [low + (high - low) * n // workers for n in range(1, workers)]
-            parts = list(zip([None, *cuts], [*cuts, None]))
+            parts = list(zip([None, *cuts], [*cuts, None], strict=True))
     if len(parts) == 1:
         return _join([_check_part(None, None, chunk_size)])
     connections.close_all()  # each process opens its own connection; none may share this one
     with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("fork")) as pool:
-        return _join(list(pool.map(_check_part, *zip(*parts), [chunk_size] * len(parts))))
+        return _join(list(pool.map(_check_part, *zip(*parts, strict=True), [chunk_size] * len(parts))))
 
 
 @dataclass(frozen=True)
@@ -460,7 +460,9 @@ def _check_part(low: int | None, high: int | None, chunk_size: int) -> _Part:
             and (last is None or _link_problem(seqs[0], prevs[0], last[0] + 1, last[1]) is None)
         )
         if not intact:  # find the first bad event, checking as one pass would (the loop returns)
-            for n, (seq, prev_hash, ours, theirs) in enumerate(zip(seqs, prevs, computed, stored), start=count + 1):
+            for n, (seq, prev_hash, ours, theirs) in enumerate(
+                zip(seqs, prevs, computed, stored, strict=True), start=count + 1
+            ):
                 problem = _link_problem(seq, prev_hash, last[0] + 1, last[1]) if last else None
                 if problem:
                     return _Part(n, first or (seq, prev_hash), last, (n, *problem))
@@ -477,9 +479,10 @@ def _hashes(rows: list[tuple]) -> list[str]:
     Built a column at a time: a loop in C over a column of plain strings or ints costs far less
     than a Python call per value, and a chunk's params texts repeat ({} above all).
     """
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=True))
     parts = []
-    for name, values in zip(_SORTED_FIELDS, columns):
+    # strict=False: the last column, the stored hash, is not hashed.
+    for name, values in zip(_SORTED_FIELDS, columns, strict=False):
         if name == "params":
             known: dict[str, str] = {}
             parts.append(
@@ -495,4 +498,4 @@ def _hashes(rows: list[tuple]) -> list[str]:
             parts.append(_ENCODER.encode(list(values))[1:-1].split(","))
         else:
             parts.append(list(map(_json, values)))
-    return [hashlib.sha256((_TEMPLATE % row).encode()).hexdigest() for row in zip(*parts)]
+    return [hashlib.sha256((_TEMPLATE % row).encode()).hexdigest() for row in zip(*parts, strict=True)]

@@ -29,8 +29,10 @@ class CredentialUnusable(KalshiError):
         super().__init__(
             str(problem),
             code="credential_unusable",
-            operator_message=f"The API key of credential \u201c{credential.label}\u201d cannot be used here: {problem}. "
-            "An admin must rotate it.",
+            operator_message=(
+                f"The API key of credential \u201c{credential.label}\u201d cannot be used here: {problem}. "
+                "An admin must rotate it."
+            ),
         )
 
 

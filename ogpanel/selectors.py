@@ -14,7 +14,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
@@ -42,7 +42,7 @@ class Listing:
     error: str = ""
     error_kind: str = ""
     latency_ms: int | None = None
-    fetched_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def ok(self) -> bool:
@@ -95,7 +95,7 @@ def _fetch(subaccount: Subaccount) -> Listing:
 def _is_fresh(listing: Listing | None) -> bool:
     if listing is None:
         return False
-    age = datetime.now(timezone.utc) - listing.fetched_at
+    age = datetime.now(UTC) - listing.fetched_at
     return age.total_seconds() < settings.OGPANEL_LIST_CACHE_SECONDS
 
 
@@ -174,7 +174,9 @@ def listings(subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bo
     missing = [sub for sub in subaccounts if _cache_key(sub) not in shared]
     if missing:
         with ThreadPoolExecutor(max_workers=min(FAN_OUT_WORKERS, len(missing))) as pool:
-            shared.update(zip(map(_cache_key, missing), pool.map(lambda sub: _shared_listing(sub, fresh), missing)))
+            shared.update(
+                zip(map(_cache_key, missing), pool.map(lambda sub: _shared_listing(sub, fresh), missing), strict=True)
+            )
     return [shared[_cache_key(sub)] for sub in subaccounts]
 
 

@@ -179,7 +179,7 @@ def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: 
                 ],
             )
             sent = set()
-            for group_id, pending in zip(todo, pendings):
+            for group_id, pending in zip(todo, pendings, strict=True):
                 future = writers.submit(call, sub, group_id)
                 calls[future] = (sub, group_id, pending)
                 sent.add(future)

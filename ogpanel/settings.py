@@ -84,7 +84,7 @@ SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY is required when OGPANEL_DEBUG is off")
-    SECRET_KEY = "insecure-development-key-only-for-OGPANEL_DEBUG-1"
+    SECRET_KEY = "insecure-development-key-only-for-OGPANEL_DEBUG-1"  # noqa: S105 (DEBUG only)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")

@@ -1,7 +1,7 @@
 """How the trip watch is doing, as the dashboard and /healthz show it: read from what the watcher records."""
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -92,7 +92,7 @@ def stale_after(interval: float) -> float:
 
 
 def watch_health(*, now: datetime | None = None) -> WatchHealth:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     beat = WatcherHeartbeat.objects.filter(pk=1).first()
     subaccounts = {
         status.subaccount: SubaccountWatch(

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -67,7 +67,7 @@ ALERT_CHECK_SECONDS = 1.0  # retries come due between polls too
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class Watcher:
         self._observe_all(subaccounts, selectors.listings(subaccounts, fresh=True), via=via)
 
     def _observe_all(self, subaccounts: list[Subaccount], listings: list[selectors.Listing], *, via: str) -> None:
-        for sub, listing in zip(subaccounts, listings):
+        for sub, listing in zip(subaccounts, listings, strict=True):
             try:
                 self._observe(sub, listing, via)
             except DatabaseError:
@@ -318,7 +318,7 @@ class Watcher:
             verdicts = [panel_made(change, since, now) for change in changes]
             if None in verdicts:
                 continue  # a panel call on this group is under way: decide at the next poll
-            for change, by_panel in zip(changes, verdicts):
+            for change, by_panel in zip(changes, verdicts, strict=True):
                 if by_panel:
                     _record_quietly(change, read_at)
                 else:

@@ -60,5 +60,5 @@ def kalshi(sim, rsa_pem):
     client.close()
 
 
-from tests.panel_fixtures import *  # noqa: E402,F401,F403  (panel-level fixtures and personas)
+from tests.panel_fixtures import *  # noqa: E402, F403  (panel-level fixtures and personas)
 from tests.panel_fixtures import _panel_isolation  # noqa: E402,F401  (autouse; `import *` skips _names)

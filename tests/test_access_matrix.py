@@ -667,7 +667,7 @@ def test_sign_in_pages_and_the_health_check_answer_everyone(request, world, pers
 @pytest.mark.parametrize("persona", [p for p in ALLOWED if Action.VIEW in ALLOWED[p]])
 def test_lists_and_exports_hold_only_what_is_in_scope(request, world, sim, persona):
     """The dashboard, the audit log and its exports: subaccount 2 shows for unscoped personas only."""
-    client, user = signed_in(request, persona)
+    client, _user = signed_in(request, persona)
     mine, theirs = world(IN_SCOPE), world(OUT_OF_SCOPE)
     sees_theirs = persona not in SCOPED
     sim.clear_requests()

@@ -17,7 +17,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from ogpanel import audit, permissions, services
-from ogpanel.kalshi import NotFound
+from ogpanel.kalshi import KalshiError, NotFound
 from ogpanel.models import AuditEvent, OpenAttempt
 from ogpanel.permissions import Action
 
@@ -200,13 +200,13 @@ def test_credential_changes_are_recorded_and_no_private_key_text_reaches_any_eve
     )
     services.credential_test(actor=ACTOR, credential=credential)
     services.credential_rotate(actor=ACTOR, credential=credential, key_id="key-2", private_key_pem=other_pem)
-    with pytest.raises(Exception):  # the simulator does not know key-2: a failure whose message is recorded
+    with pytest.raises(KalshiError):  # the simulator does not know key-2: a failure whose message is recorded
         services.credential_test(actor=ACTOR, credential=credential)
     encrypted = credential.private_key_encrypted
     services.credential_remove(actor=ACTOR, credential=credential)
 
     for action in ("credential_create", "credential_rotate", "credential_remove"):
-        [(attempt, [result])] = attempts_and_results(action)
+        [(_attempt, [result])] = attempts_and_results(action)
         assert result.outcome == "succeeded"
     assert len(attempts_and_results("credential_test")) == 2 and AuditEvent.objects.count() == 10
     rotated = attempts_and_results("credential_rotate")[0][1][0]
@@ -265,7 +265,7 @@ def test_the_attempt_is_committed_before_the_exchange_is_called(sim, subaccounts
 
     def trigger():
         try:
-            with pytest.raises(Exception):
+            with pytest.raises(KalshiError):
                 _trigger(subaccounts[1], group_id)
         finally:
             connection.close()

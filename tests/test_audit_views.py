@@ -4,7 +4,7 @@ import csv
 import io
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib import admin
@@ -217,7 +217,7 @@ def mixed_events(db) -> dict[str, int]:
     alice = audit.Actor(user_id=None, username="alice", role="ops")
     bob = audit.Actor(user_id=None, username="bob", role="admin")
     events = {
-        "old": event("login", "succeeded", actor=alice, at=datetime(2025, 1, 15, 23, 59, 59, tzinfo=timezone.utc)),
+        "old": event("login", "succeeded", actor=alice, at=datetime(2025, 1, 15, 23, 59, 59, tzinfo=UTC)),
         "trigger": event("trigger", "succeeded", actor=alice, subaccount=1, order_group_id="og_a", reason="fat finger"),
         "reset": event("reset", "failed", actor=bob, subaccount=2, order_group_id="og_b", error="HTTP 500 boom"),
         "limit": event(

@@ -551,7 +551,7 @@ def test_the_kill_switch_triggers_every_group_everywhere_and_reports_the_one_tha
     assert "Already triggered: <strong>1</strong>" in page
     failed_row = page[page.index('<tr class="is-failed">') :]
     assert stuck in failed_row[:600] and "internal error" in failed_row[:600]
-    for n, ids in groups.items():
+    for ids in groups.values():
         for group in ids:
             assert sim.group(group)["triggered"] is (group != stuck)
     sweep = AuditEvent.objects.get(action="kill_switch_trigger", outcome="succeeded")

@@ -21,7 +21,6 @@ from tests.leaks import assert_no_key_material
 from tests.panel_fixtures import make_credential
 from tests.pem import fake_pem
 
-
 HTMX = {"HTTP_HX_REQUEST": "true"}
 NEW_KEY_ID = "key-2"
 

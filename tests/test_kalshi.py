@@ -39,7 +39,6 @@ from ogpanel.kalshi import (
 from tests.conftest import SIM_KEY_ID
 from tests.pem import fake_pem
 
-
 PREFIX = "/trade-api/v2"
 
 

@@ -156,7 +156,7 @@ def test_rotate_encryption_keys_changes_nothing_when_a_row_cannot_be_decrypted(d
     before = dict(Credential.objects.values_list("pk", "private_key_encrypted"))
     settings.OGPANEL_ENCRYPTION_KEYS = ",".join([NEW_ENTRY, ENCRYPTION_KEYS])
 
-    with pytest.raises(CommandError, match="Nothing was changed.*'moved'"):
+    with pytest.raises(CommandError, match=r"Nothing was changed.*'moved'"):
         call_command("rotate_encryption_keys", stdout=io.StringIO())
 
     assert dict(Credential.objects.values_list("pk", "private_key_encrypted")) == before

@@ -29,6 +29,7 @@ from django.db import OperationalError
 
 from ogpanel import alerts, audit, services
 from ogpanel.audit import Actor
+from ogpanel.kalshi import KalshiError
 from ogpanel.models import AuditEvent, ObservedGroup, Subaccount, TripAlert, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_health import stale_after, watch_health
 from ogpanel.watcher import Watcher
@@ -374,7 +375,7 @@ def test_a_panel_trigger_that_failed_does_not_explain_a_trip(sim, subaccounts):
     watcher.poll_once()
 
     sim.set_fault("error", status=500, path="/trigger")
-    with pytest.raises(Exception):
+    with pytest.raises(KalshiError):
         services.ordergroup_trigger(
             actor=Actor.system("ops-test"), subaccount=subaccounts[2], order_group_id=group_id, reason="try"
         )

@@ -348,7 +348,7 @@ class KalshiClient:
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+                time.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not a secret)
             try:
                 response = self._send(method, path, params, json_body, kind)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:

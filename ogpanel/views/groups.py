@@ -8,8 +8,8 @@ redirects. Input is validated before anything is sent; exchange failures come ba
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from ogpanel import alerts, permissions, selectors, services
+from ogpanel.exchange import CredentialUnusable
 from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm, KillSwitchForm
 from ogpanel.kalshi import (
     BadRequest,
@@ -35,7 +36,6 @@ from ogpanel.kalshi import (
     RateLimited,
     validate_order_group_id,
 )
-from ogpanel.exchange import CredentialUnusable
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
 from ogpanel.services import SweepReport, SweepRow
@@ -129,7 +129,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     watch = watch_health()
     context = {
         "filters": filters,
-        "updated_at": datetime.now(timezone.utc),
+        "updated_at": datetime.now(UTC),
         "oob": common.wants_fragment(request),
         "watch": watch,
         "trips": alerts.recent_trips([sub.number for sub in subaccounts]),
