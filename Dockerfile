@@ -3,7 +3,8 @@ FROM python:3.13-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# The lock: every package pinned with its hashes (make lock); pip refuses anything else.
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt
 COPY . .
 RUN SECRET_KEY=collectstatic-only OGPANEL_ENCRYPTION_KEYS= python manage.py collectstatic --no-input
 RUN useradd --system --home /app ogpanel
