@@ -7,10 +7,14 @@ as a `role_change` event, like `manage.py grant`'s, once the admin's transaction
 audit append is committed on its own, so it cannot run inside that transaction).
 """
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db import transaction
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models, transaction
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from ogpanel import audit, permissions
@@ -23,10 +27,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
 
@@ -61,7 +65,7 @@ def _access(user_pk: int) -> dict:
     return {"role": permissions.role_of(user).label, "subaccounts": "all" if scope is None else sorted(scope)}
 
 
-def _record_after_commit(request: HttpRequest, user, before: dict) -> None:
+def _record_after_commit(request: HttpRequest, user: AbstractBaseUser, before: dict) -> None:
     actor = audit.Actor.from_request(request)
     user_pk, username = user.pk, user.get_username()
 
@@ -88,11 +92,11 @@ def _record_after_commit(request: HttpRequest, user, before: dict) -> None:
 class AccessScopeAdmin(admin.ModelAdmin):
     list_display = ["user", "subaccounts"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: AccessScope | None = None) -> list[str]:
         # Moving a scope to another user would silently widen the first user to every subaccount.
         return ["user"] if obj else []
 
-    def save_model(self, request: HttpRequest, obj: AccessScope, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: AccessScope, form: ModelForm, change: bool) -> None:
         before = _access(obj.user_id)
         super().save_model(request, obj, form, change)
         _record_after_commit(request, obj.user, before)
@@ -102,7 +106,7 @@ class AccessScopeAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
         _record_after_commit(request, obj.user, before)
 
-    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: models.QuerySet[AccessScope]) -> None:
         for scope in queryset.select_related("user"):
             self.delete_model(request, scope)
 
@@ -114,17 +118,17 @@ admin.site.unregister(User)
 class AuditedUserAdmin(UserAdmin):
     """Django's user admin; a change of role (groups, superuser, active) is recorded."""
 
-    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         before = _access(obj.pk) if change else {"role": "none", "subaccounts": "all"}
         super().save_model(request, obj, form, change)
         # Groups are saved after this (save_related); the event reads the state once committed.
         _record_after_commit(request, obj, before)
 
-    def delete_model(self, request: HttpRequest, obj) -> None:
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         before = _access(obj.pk)
         _record_after_commit(request, obj, before)
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> None:
         for user in queryset:
             self.delete_model(request, user)

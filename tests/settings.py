@@ -13,4 +13,4 @@ WHITENOISE_USE_FINDERS = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast personas
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-STATIC_ROOT = None  # served by the finders in tests; no collectstatic run
+STATIC_ROOT = None  # type: ignore[assignment]  # served by the finders in tests; no collectstatic run

@@ -41,7 +41,7 @@ def create_roles(apps, schema_editor):
     # Content types and default model permissions are normally created after all migrations
     # (post_migrate); get_or_create here makes rows that step then recognises as existing.
     panel_type, _ = ContentType.objects.get_or_create(app_label="ogpanel", model="subaccount")
-    granted = {role: [] for role in ROLES}
+    granted: dict[str, list] = {role: [] for role in ROLES}
     for codename, (description, lowest) in ACTIONS.items():
         permission, _ = Permission.objects.get_or_create(
             content_type=panel_type, codename=codename, defaults={"name": description}

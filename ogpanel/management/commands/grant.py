@@ -1,11 +1,12 @@
 """python manage.py grant USERNAME ROLE [--subaccounts 0,3-7 | --all-subaccounts]"""
 
 import getpass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from ogpanel import audit
@@ -39,7 +40,7 @@ def _os_user() -> str:
         return ""
 
 
-def _describe(user) -> dict:
+def _describe(user: AbstractBaseUser) -> dict:
     scope = scope_of(user)
     return {"role": role_of(user).label, "subaccounts": "all" if scope is None else sorted(scope)}
 
@@ -50,7 +51,7 @@ class Command(BaseCommand):
         "to some subaccounts or lift the limit. The change is recorded in the audit log."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("role", choices=[*ROLE_NAMES, NO_ROLE])
         scope = parser.add_mutually_exclusive_group()
@@ -59,7 +60,9 @@ class Command(BaseCommand):
         )
         scope.add_argument("--all-subaccounts", action="store_true", help="remove any subaccount limit")
 
-    def handle(self, *, username: str, role: str, subaccounts: str | None, all_subaccounts: bool, **options):
+    def handle(
+        self, *, username: str, role: str, subaccounts: str | None, all_subaccounts: bool, **options: Any
+    ) -> None:
         scope = None if subaccounts is None else parse_subaccounts(subaccounts, maximum=settings.OGPANEL_MAX_SUBACCOUNT)
         user = get_user_model().objects.filter(username=username).first()
         if user is None:

@@ -1,6 +1,8 @@
 """Print a fresh encryption key entry ("id:base64key") for OGPANEL_ENCRYPTION_KEYS or the key file."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ogpanel import vault
 
@@ -8,10 +10,10 @@ from ogpanel import vault
 class Command(BaseCommand):
     help = "Print a new AES-256 encryption key entry, id:base64key, for OGPANEL_ENCRYPTION_KEYS or its key file."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--id", default="", help="Key id (letters and digits); random if omitted.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         key_id = options["id"]
         if key_id and not key_id.isalnum():
             raise CommandError("The key id may contain only letters and digits.")

@@ -6,6 +6,7 @@ be decrypted with the configured keys, nothing is changed.
 """
 
 from collections import Counter
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -18,7 +19,7 @@ from ogpanel.models import Credential
 class Command(BaseCommand):
     help = "Re-encrypt every credential's private key under the newest configured encryption key."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         newest = vault.newest_key_id()
         with audit.attempt(
             Actor.system("rotate_encryption_keys"), "encryption_keys_rotate", params={"key_id": newest}

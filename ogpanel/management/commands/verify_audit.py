@@ -12,8 +12,9 @@ the database, but a head recorded earlier that is no longer in the chain does.
 
 import os
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from ogpanel import audit
 
@@ -21,7 +22,7 @@ from ogpanel import audit
 class Command(BaseCommand):
     help = "Verify the audit log's hash chain. Exit 0 if intact, 1 naming the first bad event."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--workers",
             type=int,
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--chunk-size", type=int, default=20000, help="events read per query")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         result = audit.verify(chunk_size=max(options["chunk_size"], 1), workers=max(options["workers"], 1))
         if not result.ok:
             self.stderr.write(f"FAILED: event #{result.bad_seq}: {result.problem} (checked {result.count} events)")
