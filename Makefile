@@ -74,5 +74,10 @@ lock-check: $(VENV)/.installed
 	  || { echo "requirements*.txt do not match requirements*.in: run make lock"; rm -rf $$scratch; exit 1; }; \
 	  rm -rf $$scratch
 
+# Every benchmark at its smallest size, all at once: on SQLite, or with BENCH_DATABASE_URL=postgresql://.../ogpanel_bench_NAME
+# each on its own PostgreSQL database (ogpanel_bench_NAME_<script>, dropped and created anew).
+bench-quick: $(VENV)/.installed
+	$(PY) benchmarks/quick.py $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
+
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -7,6 +7,7 @@ its audit table emptied and refilled, unless --reuse finds enough events there a
     .venv/bin/python benchmarks/audit_scale.py --reuse                 # keep the events a previous run generated
     .venv/bin/python benchmarks/audit_scale.py --database-url sqlite:///var/bench-audit.sqlite3
     .venv/bin/python benchmarks/audit_scale.py --quick                 # 2,000 events on SQLite: does it run?
+    .venv/bin/python benchmarks/audit_scale.py --quick --database-url postgresql://postgres@127.0.0.1:5432/ogpanel_bench_quick
 
 Targets (issue 7): `manage.py verify_audit` <= 10 s; a filtered page <= 100 ms.
 
@@ -319,14 +320,22 @@ class Generator:
 
 
 def empty_audit_table() -> None:
-    """The table refuses TRUNCATE through its triggers; as the superuser, past them (benchmark database only)."""
+    """Empty the audit table and every table whose rows point at its events (trip alerts), in a used database too.
+
+    On PostgreSQL the table refuses TRUNCATE through its triggers; as the superuser, past them
+    (benchmark database only). CASCADE takes the referencing tables along, whichever they are.
+    """
     from django.db import connection, transaction
+
+    from ogpanel.models import AuditEvent
 
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL session_replication_role = replica")
-            cursor.execute("TRUNCATE ogpanel_auditevent")
+            cursor.execute("TRUNCATE ogpanel_auditevent CASCADE")
         else:
+            for relation in AuditEvent._meta.related_objects:
+                cursor.execute(f"DELETE FROM {relation.related_model._meta.db_table}")
             cursor.execute("DELETE FROM ogpanel_auditevent")
         cursor.execute("DELETE FROM ogpanel_openattempt")
 
@@ -488,16 +497,18 @@ def page_cases(total: int) -> list[tuple[str, str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--database-url", help=f"default {DEFAULT_DATABASE_URL}; with --quick a fresh SQLite")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--reuse", action="store_true", help="keep the events already there if there are enough")
     parser.add_argument("--repeat", type=int, default=5, help="timed requests per page (after one warm-up)")
     parser.add_argument("--explain", action="store_true", help="print each page query's plan (PostgreSQL)")
-    parser.add_argument("--quick", action="store_true", help="a tiny run on SQLite that only checks the script works")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that only checks the script works")
     args = parser.parse_args()
     if args.quick:
-        args.database_url = f"sqlite:///{tempfile.mkdtemp(prefix='ogpanel-bench-')}/audit.sqlite3"
+        if args.database_url is None:
+            args.database_url = f"sqlite:///{tempfile.mkdtemp(prefix='ogpanel-bench-')}/audit.sqlite3"
         args.events, args.repeat = 2000, 1
+    args.database_url = args.database_url or DEFAULT_DATABASE_URL
     configure(args.database_url)
     import logging
 
