@@ -10,4 +10,5 @@ RUN SECRET_KEY=collectstatic-only OGPANEL_ENCRYPTION_KEYS= python manage.py coll
 RUN useradd --system --home /app ogpanel
 USER ogpanel
 EXPOSE 8000
-CMD ["gunicorn", "ogpanel.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--timeout", "60", "--access-logfile", "-"]
+# gunicorn.conf.py adds the metrics directory the workers share, and the access log (plain logs only).
+CMD ["gunicorn", "ogpanel.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--timeout", "60"]

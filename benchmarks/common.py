@@ -236,6 +236,8 @@ class Gunicorn:
                 "60",
                 "--log-level",
                 "warning",
+                "--access-logfile",  # gunicorn.conf.py turns the access log on
+                os.devnull,
             ],
             cwd=ROOT,
             env=env,

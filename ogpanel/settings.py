@@ -4,12 +4,16 @@ Every helper below fails loudly on a value it cannot parse: a typo in a
 deployment's environment should stop the process, not quietly fall back.
 """
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
+
+from ogpanel.logs import JSON_FORMATTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,6 +61,21 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """ "10.0.0.0/8, 127.0.0.1" -> networks (an address is a network of one)."""
+    try:
+        return [ipaddress.ip_network(entry, strict=False) for entry in env_list(name)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must list IP addresses or networks: {exc}") from None
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def database_from_url(url: str) -> dict:
@@ -227,7 +246,7 @@ SECURE_CSP = {
     "object-src": [CSP.NONE],
 }
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
@@ -302,3 +321,31 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
+
+# --- operations: metrics, logs, error reports (ogpanel/metrics.py, logs.py, error_reports.py) -----
+# Who may read /metrics (and the watcher's): these addresses and networks ("10.0.0.0/8,127.0.0.1"),
+# or anyone sending "Authorization: Bearer <OGPANEL_METRICS_TOKEN>". Neither set: nobody.
+OGPANEL_METRICS_ALLOWED_ADDRESSES = env_networks("OGPANEL_METRICS_ALLOWED_ADDRESSES")
+OGPANEL_METRICS_TOKEN = env_str("OGPANEL_METRICS_TOKEN")
+# host:port where the watcher serves its own series (`metrics.serve`); empty: it serves none.
+OGPANEL_WATCHER_METRICS_ADDRESS = env_str("OGPANEL_WATCHER_METRICS_ADDRESS")
+# Prometheus scrapes over plain HTTP from inside the network, like the health checks.
+SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
+# Requests are counted from just inside WhiteNoise (static files are not); the log context needs the request id.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1, "ogpanel.metrics.RequestMetricsMiddleware"
+)
+MIDDLEWARE.insert(MIDDLEWARE.index("ogpanel.middleware.RequestIdMiddleware") + 1, "ogpanel.logs.RequestLogMiddleware")
+
+# Logs: plain text (the default, `make demo`) or JSON lines; every record carries the request id and user.
+OGPANEL_LOG_FORMAT = env_choice("OGPANEL_LOG_FORMAT", "plain", ("plain", "json"))
+# One line per request (method, path, status, view, milliseconds); on by default with JSON logs.
+OGPANEL_LOG_REQUESTS = env_bool("OGPANEL_LOG_REQUESTS", OGPANEL_LOG_FORMAT == "json")
+LOGGING["filters"] = {"request": {"()": "ogpanel.logs.RequestContextFilter"}}
+LOGGING["formatters"]["json"] = JSON_FORMATTER
+LOGGING["handlers"]["console"].update(formatter=OGPANEL_LOG_FORMAT, filters=["request"])
+LOGGING["loggers"] = {"ogpanel.request": {"level": "INFO"}}  # the request lines, whatever OGPANEL_LOG_LEVEL says
+
+# Error reports to Sentry when set (send_default_pii off, key material scrubbed: error_reports.py).
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")

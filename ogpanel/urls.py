@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from ogpanel.views import accounts, audit, credentials, groups, health
+from ogpanel.views import accounts, audit, credentials, groups, health, metrics
 
 urlpatterns = [
     path("", groups.dashboard, name="dashboard"),
@@ -31,5 +31,6 @@ urlpatterns = [
     path("admin/login/", accounts.admin_login),
     path("admin/logout/", accounts.logout),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

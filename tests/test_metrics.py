@@ -1,0 +1,207 @@
+"""/metrics: who may read it, and the series it serves moving with what happens in the panel.
+
+In process, through Django's test client; tests/test_operations.py scrapes a real gunicorn with
+several workers.
+"""
+
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
+from urllib.request import urlopen
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ogpanel import audit, metrics
+from ogpanel.kalshi import RateLimited, ServerError
+from ogpanel.models import AuditEvent, TripAlert, WatcherHeartbeat, WatcherStatus
+
+SCRAPER = "10.9.8.7"
+
+
+@pytest.fixture
+def scraper(settings, client):
+    """A client at an address allowed to scrape; returns {(name, labels): value} from /metrics."""
+    settings.OGPANEL_METRICS_ALLOWED_ADDRESSES = [ip_network("10.9.8.0/24")]
+
+    def scrape() -> dict[tuple[str, frozenset], float]:
+        response = client.get("/metrics", REMOTE_ADDR=SCRAPER)
+        assert response.status_code == 200, response.content
+        return samples(response.content.decode())
+
+    return scrape
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scraped: dict, name: str, **labels: str) -> float:
+    return scraped.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.mark.django_db
+def test_it_refuses_metrics_to_an_unlisted_address(client, settings):
+    settings.OGPANEL_METRICS_ALLOWED_ADDRESSES = [ip_network("10.9.8.0/24")]
+    refused = client.get("/metrics", REMOTE_ADDR="192.0.2.1")
+    assert refused.status_code == 403
+    assert b"ogpanel_" not in refused.content
+    # A forwarded-for header is only believed past trusted proxies (none here).
+    forged = client.get("/metrics", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR=SCRAPER)
+    assert forged.status_code == 403
+    allowed = client.get("/metrics", REMOTE_ADDR=SCRAPER)
+    assert allowed.status_code == 200
+    assert allowed["Content-Type"].startswith("text/plain; version=")
+    assert b"ogpanel_http_requests_total" in allowed.content
+
+
+@pytest.mark.django_db
+def test_by_default_nobody_may_read_metrics(client):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_bearer_token_opens_metrics_from_any_address_and_a_wrong_one_does_not(client, settings):
+    settings.OGPANEL_METRICS_TOKEN = "scrape-token-for-tests"
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.1").status_code == 403
+    wrong = client.get("/metrics", REMOTE_ADDR="192.0.2.1", HTTP_AUTHORIZATION="Bearer scrape-token-for-test")
+    assert wrong.status_code == 403
+    right = client.get("/metrics", REMOTE_ADDR="192.0.2.1", HTTP_AUTHORIZATION="Bearer scrape-token-for-tests")
+    assert right.status_code == 200
+
+
+def test_requests_are_counted_by_view_and_status(sim, subaccounts, as_viewer, as_operator, scraper):
+    group = sim.create_group(1, 10)
+    before = scraper()
+    for _ in range(3):
+        assert as_viewer.get("/").status_code == 200
+    assert as_viewer.get("/no-such-page/").status_code == 404
+    triggered = as_operator.post(f"/groups/1/{group}/trigger/", {"reason": "metrics test"})
+    assert triggered.status_code == 302
+    refused = as_viewer.post(f"/groups/1/{group}/reset/", {"reason": "not mine to do"})
+    assert refused.status_code == 403
+    after = scraper()
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("ogpanel_http_requests_total", view="dashboard", status="200") == 3
+    assert moved("ogpanel_http_requests_total", view="<unmatched>", status="404") == 1
+    assert moved("ogpanel_http_requests_total", view="group_trigger", status="302") == 1
+    assert moved("ogpanel_http_requests_total", view="group_reset", status="403") == 1
+    # The first scrape; the second is counted once it has answered.
+    assert moved("ogpanel_http_requests_total", view="metrics", status="200") == 1
+    assert moved("ogpanel_http_request_duration_seconds_count", view="dashboard") == 3
+
+
+@pytest.mark.django_db
+def test_the_hooks_feed_upstream_limiter_watcher_and_sweep_series(scraper):
+    before = scraper()
+    metrics.upstream_call("GET", "/portfolio/order_groups?subaccount=3", status=200, error=None, seconds=0.05)
+    throttled = RateLimited("slow down", status=429)
+    metrics.upstream_call("PUT", "/portfolio/order_groups/og-1/trigger", status=429, error=throttled, seconds=0.1)
+    down = ServerError("down", status=503)
+    metrics.upstream_call("PUT", "/portfolio/order_groups/og-2/trigger", status=503, error=down, seconds=0.2)
+    metrics.limiter_waited("write", 0.4)
+    metrics.limiter_refused("write")
+    metrics.poll_failed(7)
+    metrics.poll_finished(1.5)
+    with metrics.sweep("trigger"):
+        metrics.sweep_group("trigger", "done")
+        metrics.sweep_group("trigger", "failed")
+        running = scraper()
+    after = scraper()
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    trigger = "PUT /portfolio/order_groups/{id}/trigger"
+    assert moved("ogpanel_upstream_calls_total", endpoint="GET /portfolio/order_groups", outcome="ok") == 1
+    assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="rate_limited") == 1
+    assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="server_error") == 1
+    assert moved("ogpanel_upstream_rate_limited_total", endpoint=trigger) == 1  # the 503 is no 429
+    assert moved("ogpanel_upstream_call_duration_seconds_count", endpoint=trigger) == 2
+    assert moved("ogpanel_rate_limiter_wait_seconds_sum", kind="write") == pytest.approx(0.4)
+    assert moved("ogpanel_rate_limiter_refusals_total", kind="write") == 1
+    assert moved("ogpanel_watcher_poll_failures_total", subaccount="7") == 1
+    assert moved("ogpanel_watcher_poll_duration_seconds_count") == 1
+    assert value(running, "ogpanel_sweeps_running", kind="trigger") == 1
+    assert value(after, "ogpanel_sweeps_running", kind="trigger") == 0
+    assert moved("ogpanel_sweep_duration_seconds_count", kind="trigger") == 1
+    assert moved("ogpanel_sweep_groups_total", kind="trigger", outcome="done") == 1
+    assert moved("ogpanel_sweep_groups_total", kind="trigger", outcome="failed") == 1
+
+
+def _trip_alert(subaccount: int) -> TripAlert:
+    event = audit.append(
+        audit.Actor.system("exchange"),
+        action="exchange_triggered",
+        outcome=AuditEvent.Outcome.OBSERVED,
+        subaccount=subaccount,
+        order_group_id=f"og-{subaccount}",
+    )
+    return TripAlert.objects.create(
+        event=event,
+        subaccount=subaccount,
+        order_group_id=f"og-{subaccount}",
+        observed_at=event.at,
+        next_attempt_at=event.at,
+    )
+
+
+@pytest.mark.django_db
+def test_the_trip_watch_series_follow_what_the_watcher_recorded(scraper):
+    nothing = scraper()
+    assert value(nothing, "ogpanel_metrics_database_ok") == 1
+    # No watcher has run: no age rather than a made-up one.
+    assert not any(name == "ogpanel_watcher_last_poll_age_seconds" for name, _ in nothing)
+    assert value(nothing, "ogpanel_trip_alerts_undelivered") == 0
+
+    now = datetime.now(UTC)
+    WatcherHeartbeat.objects.create(host="w1", interval_seconds=5, started_at=now - timedelta(hours=1), beat_at=now)
+    WatcherStatus.objects.create(subaccount=1, last_success_at=now)
+    WatcherStatus.objects.create(
+        subaccount=2, last_success_at=now - timedelta(minutes=10), last_error="HTTP 500", last_error_at=now
+    )
+    first, second = _trip_alert(1), _trip_alert(2)
+    fresh = scraper()
+    assert 0 <= value(fresh, "ogpanel_watcher_last_poll_age_seconds") < 600
+    assert value(fresh, "ogpanel_watcher_poll_interval_seconds") == 5
+    assert value(fresh, "ogpanel_watcher_stopped") == 0
+    assert value(fresh, "ogpanel_watcher_subaccount_failing", subaccount="1") == 0
+    assert value(fresh, "ogpanel_watcher_subaccount_failing", subaccount="2") == 1
+    assert value(fresh, "ogpanel_watcher_subaccount_last_success_age_seconds", subaccount="2") >= 600
+    assert value(fresh, "ogpanel_trip_alerts_undelivered") == 2
+    assert value(fresh, "ogpanel_trip_alerts_abandoned") == 0
+
+    # An hour without a poll, one alert delivered, the other out of retries, subaccount 2 read again.
+    WatcherHeartbeat.objects.filter(pk=1).update(beat_at=now - timedelta(hours=1))
+    TripAlert.objects.filter(pk=first.pk).update(delivered_at=now, next_attempt_at=None)
+    TripAlert.objects.filter(pk=second.pk).update(next_attempt_at=None, attempts=20)
+    WatcherStatus.objects.filter(subaccount=2).update(last_success_at=now + timedelta(seconds=1))
+    later = scraper()
+    assert value(later, "ogpanel_watcher_last_poll_age_seconds") >= 3600
+    assert value(later, "ogpanel_watcher_subaccount_failing", subaccount="2") == 0
+    assert value(later, "ogpanel_trip_alerts_undelivered") == 1
+    assert value(later, "ogpanel_trip_alerts_abandoned") == 1
+
+
+def test_the_watchers_own_endpoint_serves_its_series_to_listed_addresses_only():
+    refusing = metrics.serve("127.0.0.1:0", allowed=[ip_network("10.0.0.0/8")], token="")
+    serving = metrics.serve("127.0.0.1:0", allowed=[ip_network("127.0.0.1/32")], token="")
+    try:
+        metrics.poll_failed(11)
+        with pytest.raises(OSError, match="403"):
+            urlopen(f"http://127.0.0.1:{refusing.server_port}/metrics", timeout=5)
+        with urlopen(f"http://127.0.0.1:{serving.server_port}/metrics", timeout=5) as answer:
+            scraped = samples(answer.read().decode())
+        assert value(scraped, "ogpanel_watcher_poll_failures_total", subaccount="11") >= 1
+        # The database's series are the panel's to serve, not the watcher's.
+        assert not any(name.startswith("ogpanel_trip_alerts") for name, _ in scraped)
+    finally:
+        for server in (refusing, serving):
+            server.shutdown()
+            server.server_close()
