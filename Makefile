@@ -72,7 +72,7 @@ lock-check: $(VENV)/.installed
 	    $(UV_COMPILE) requirements-dev.in -o requirements-dev.txt) && \
 	  diff -u requirements.txt $$scratch/requirements.txt && diff -u requirements-dev.txt $$scratch/requirements-dev.txt \
 	  || { echo "requirements*.txt do not match requirements*.in: run make lock"; rm -rf $$scratch; exit 1; }; \
-	  rm -rf $$scratch
+	  rm -rf $$scratch; echo "requirements*.txt match requirements*.in"
 
 # Every benchmark at its smallest size, all at once: on SQLite, or with BENCH_DATABASE_URL=postgresql://.../ogpanel_bench_NAME
 # each on its own PostgreSQL database (ogpanel_bench_NAME_<script>, dropped and created anew).
