@@ -293,9 +293,10 @@ class _Run:
                 row.state = SweepGroup.State.CHANGED if row.tries else SweepGroup.State.ALREADY
                 row.verified, row.message = True, ""
             elif row.tries >= MAX_TRIES:
+                last = f" The last answer: {row.message}" if row.state == SweepGroup.State.FAILED else ""
                 row.state, row.verified = SweepGroup.State.FAILED, False
                 row.message = (
-                    f"Still {_state(group.triggered)} at the exchange after {row.tries} {self.per_group} calls."
+                    f"Still {_state(group.triggered)} at the exchange after {row.tries} {self.per_group} calls.{last}"
                 )
             else:
                 row.verified = False
