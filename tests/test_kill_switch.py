@@ -18,6 +18,7 @@ from django.test import Client
 
 from ogpanel import audit, jobs, sweeps
 from ogpanel.models import AuditEvent, OpenAttempt, Sweep
+from tests.sweeps import run_sweeps
 
 HTMX = {"HX-Request": "true"}
 HELD = 3.0  # seconds one call is held by the simulator, so that a test can watch the sweep mid-run
@@ -59,11 +60,6 @@ def kill(client, operation: str = "trigger_all", *, headers: dict | None = None,
 
 def latest_sweep() -> Sweep:
     return Sweep.objects.order_by("-pk").first()
-
-
-def run_here(sweep: Sweep) -> None:
-    """Run a recorded sweep to its end in this thread, as the process holding its lease."""
-    assert jobs.run(sweep.pk, sweep.lease_owner, threading.Event())
 
 
 def wait_for(condition, *, timeout: float = 30.0, what: str):
@@ -141,7 +137,7 @@ def test_the_preview_names_its_scope_on_the_button_and_its_numbers_are_what_the_
 
     assert kill(as_operator, reason="").status_code == 302  # one press; no reason, no typed word
     sweep = latest_sweep()
-    run_here(sweep)
+    run_sweeps()
 
     hit = {target.subaccount: target.groups_at_start for target in sweep.targets.all()}
     assert hit == {number: groups for number, (groups, _) in shown.items()}
@@ -156,7 +152,7 @@ def test_kill_this_subaccount_previews_and_triggers_that_subaccount_only(sim, su
 
     preview = as_operator.get("/kill-switch/?subaccount=1")
     response = kill(as_operator, "trigger_one", subaccount="1")
-    run_here(latest_sweep())
+    run_sweeps()
 
     assert "Trigger all 1 group on subaccount 1" in words(preview)
     assert {r.query.get("subaccount") for r in sim.requests if r.method == "GET"} == {"1"}
@@ -183,7 +179,7 @@ def test_a_trigger_asks_no_password_even_outside_the_window_but_a_reset_does(sim
     assert 'name="reauth_password"' in text(as_operator.get("/kill-switch/"))  # the window is closed: the reset asks
 
     assert kill(as_operator, "trigger_one", subaccount="1").status_code == 302
-    run_here(latest_sweep())
+    run_sweeps()
     assert sim.group(group)["triggered"] is True
 
     reset = {"subaccount": "1", "reason": "all clear", "confirm": "RESET"}
@@ -191,7 +187,7 @@ def test_a_trigger_asks_no_password_even_outside_the_window_but_a_reset_does(sim
     assert refused.status_code == 403 and "Confirm it's you" in words(refused)
     assert sim.group(group)["triggered"] is True and Sweep.objects.count() == 1
     assert kill(as_operator, "reset_one", **reset, reauth_password=password_of(as_operator)).status_code == 302
-    run_here(latest_sweep())
+    run_sweeps()
     assert sim.group(group)["triggered"] is False
 
 
@@ -208,7 +204,7 @@ def test_a_reset_resets_only_the_triggered_groups_and_verifies_them(sim, subacco
         confirm="RESET",
         reauth_password="otto-password-1",
     )
-    run_here(latest_sweep())
+    run_sweeps()
 
     assert sim.group(tripped)["triggered"] is False
     assert not [r for r in writes(sim) if calm in r.path]  # the active group's counter was left alone
@@ -248,7 +244,7 @@ def test_the_read_back_triggers_again_a_group_the_exchange_left_active_once(sim,
     sim.set_fault("ignore", path=f"/{lost}/trigger", method="PUT", times=1)  # the exchange says yes and does nothing
 
     response = kill(as_operator, "trigger_one", subaccount="1")
-    run_here(latest_sweep())
+    run_sweeps()
 
     assert triggers(sim) == {lost: 2, fine: 1}
     assert sim.group(lost)["triggered"] is True
@@ -263,7 +259,7 @@ def test_a_group_that_stays_active_is_tried_a_bounded_number_of_times_and_report
     sim.set_fault("ignore", path=f"/{stubborn}/trigger", method="PUT")
 
     response = kill(as_operator, "trigger_one", subaccount="2", headers=HTMX)
-    run_here(latest_sweep())
+    run_sweeps()
 
     assert response.status_code == 200 and "Kill switch started" in response["HX-Trigger"]
     assert triggers(sim) == {stubborn: sweeps.MAX_TRIES}
@@ -282,7 +278,7 @@ def test_a_failing_trigger_and_an_unreadable_subaccount_are_reported_in_words(si
     sim.set_fault("error", path="/portfolio/order_groups", method="GET", subaccount=3, status=500)
 
     kill(as_operator)
-    run_here(latest_sweep())
+    run_sweeps()
 
     page = words(as_operator.get(f"/kill-switch/sweeps/{latest_sweep().pk}/"))
     refused = "The last answer: The exchange had an internal error (HTTP 500)"
@@ -371,7 +367,7 @@ def test_a_kill_switch_after_the_first_finished_sweeps_again(sim, subaccounts, a
     kill(as_operator, "trigger_one", subaccount="1")
     first = latest_sweep()
     joined = kill(as_operator, "trigger_one", subaccount="1", headers=HTMX)  # the first is still open: joined
-    run_here(first)
+    run_sweeps()
     kill(as_operator, "trigger_one", subaccount="1")
 
     assert "Joined the kill switch already running on these subaccounts" in joined["HX-Trigger"]
@@ -394,13 +390,13 @@ def test_a_scoped_operator_sweeps_and_sees_only_their_subaccount(sim, subaccount
     assert (refusal.action, refusal.outcome, refusal.subaccount) == ("kill_switch", "denied", 2)
 
     kill(as_scoped_operator)
-    run_here(latest_sweep())
+    run_sweeps()
     assert sim.group(mine)["triggered"] is True and sim.group(theirs)["triggered"] is False
 
     kill(as_operator, "trigger_one", subaccount="2")
     others = latest_sweep()
     assert as_scoped_operator.get(f"/kill-switch/sweeps/{others.pk}/").status_code == 404
-    run_here(others)
+    run_sweeps()
     kill(as_operator)
     everything = latest_sweep()
     page = words(as_scoped_operator.get(f"/kill-switch/sweeps/{everything.pk}/"))
@@ -481,7 +477,7 @@ def test_a_sweep_past_the_write_burst_never_draws_a_429(basic_tier_simulator, rs
     client.force_login(operator)
 
     kill(client)
-    run_here(latest_sweep())
+    run_sweeps()
 
     assert sim.rate_limited_count == 0
     assert all(sim.group(group)["triggered"] for group in groups) and len(subs) == 3
