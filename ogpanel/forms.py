@@ -133,7 +133,7 @@ class KillSwitchForm(forms.Form):
         label="Subaccount",
         required=False,
         widget=forms.Select,
-        help_text="For the one-subaccount operations; ignored for “every subaccount”.",
+        help_text="The one subaccount to act on.",
     )
     reason = forms.CharField(
         label="Reason",
