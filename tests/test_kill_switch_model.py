@@ -23,7 +23,7 @@ from ogpanel import audit, jobs, sweeps
 from ogpanel.models import AuditEvent, OpenAttempt, Sweep, SweepGroup, SweepTarget
 from tests.sweeps import run_sweeps
 
-EXAMPLES = int(os.environ.get("OGPANEL_MODEL_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("OGPANEL_MODEL_EXAMPLES", "30"))
 ACTOR = audit.Actor.system("model")
 SUBACCOUNTS = (0, 1, 2, 3)
 

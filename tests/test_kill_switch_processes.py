@@ -13,25 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import SIM_KEY_ID
 from tests.panel_fixtures import ENCRYPTION_KEYS
 from tests.test_resilience import ROOT, SETUP, Panel, audit_rows, wait_for
+from tests.test_resilience import own_simulator as _own_simulator  # noqa: F401  (the fixture)
 
 HTMX = {"HX-Request": "true"}
 LEASE = 2  # seconds: a dead runner's sweep is taken over this long after its last renewal
-
-
-@pytest.fixture
-def own_simulator(rsa_public_pem):
-    """A simulator of this test's own: stopping it releases the requests it keeps hanging."""
-    from ogpanel.simulator import start
-
-    server = start(host="127.0.0.1", port=0)
-    server.add_key(SIM_KEY_ID, rsa_public_pem)
-    yield server
-    server.stop()
 
 
 class Worker:
