@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 
 from ogpanel import audit, jobs, sweeps
@@ -342,7 +343,10 @@ def test_two_kill_switches_at_once_on_overlapping_scope_do_not_double_the_calls(
 
     def post(name: str, client: Client, data: dict) -> None:
         start.wait()
-        answers[name] = kill(client, headers=HTMX, **data)
+        try:
+            answers[name] = kill(client, headers=HTMX, **data)
+        finally:
+            connection.close()  # this thread's own
 
     posts = [
         threading.Thread(target=post, args=("all", clients[0], {"operation": "trigger_all"})),

@@ -14,8 +14,14 @@ import sys
 from pathlib import Path
 
 from tests.panel_fixtures import ENCRYPTION_KEYS
-from tests.test_resilience import ROOT, SETUP, Panel, audit_rows, wait_for
-from tests.test_resilience import own_simulator as _own_simulator  # noqa: F401  (the fixture)
+from tests.test_resilience import (
+    ROOT,
+    SETUP,
+    Panel,
+    audit_rows,
+    own_simulator,  # noqa: F401  (a fixture: a simulator of this test's own)
+    wait_for,
+)
 
 HTMX = {"HX-Request": "true"}
 LEASE = 2  # seconds: a dead runner's sweep is taken over this long after its last renewal
@@ -59,10 +65,8 @@ def reconciled(db: Path) -> list[tuple]:
         ).fetchall()
 
 
-def test_a_sweep_survives_its_panel_and_a_worker_being_killed_and_a_new_worker_finishes_it(
-    tmp_path, own_simulator, rsa_pem
-):
-    sim = own_simulator
+def test_a_sweep_survives_its_panel_and_a_worker_being_killed_and_a_new_worker_finishes_it(tmp_path, request, rsa_pem):
+    sim = request.getfixturevalue("own_simulator")
     db = tmp_path / "panel.sqlite3"
     env = {
         **os.environ,
