@@ -171,6 +171,7 @@ class _Run:
     def __init__(self, sweep: Sweep, lease: Lease, readers: ThreadPoolExecutor, writers: ThreadPoolExecutor):
         self.sweep, self.lease, self.readers, self.writers = sweep, lease, readers, writers
         self.actor = Actor(**sweep.actor)
+        self.resumed = sweep.runs > 1  # only a run after another can find that one's attempts unanswered
         self.per_group = _per_group(sweep.action)
         self.wanted = sweep.triggering  # a group is done when group.triggered == wanted
         self.targets = {target.subaccount: target for target in sweep.targets.filter(done=False)}
@@ -226,7 +227,8 @@ class _Run:
         target.error = ""
         if target.groups_at_start is None:
             target.groups_at_start = len(listing.groups)
-        self.reconcile(target, listing)
+        if self.resumed:
+            self.reconcile(target, listing)
         todo, changed, new = self.compare(target, listing)
         if todo:
             self.send(target, todo)  # first: the calls go out before the bookkeeping below
@@ -396,6 +398,7 @@ def sweep_run(sweep_id: int, lease: Lease) -> bool:
     if sweep.finished_at is not None:
         return True
     Sweep.objects.filter(pk=sweep_id).update(runs=F("runs") + 1)
+    sweep.runs += 1
     with (
         ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS, thread_name_prefix="ogpanel-sweep-read") as readers,
         ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="ogpanel-sweep-write") as writers,

@@ -301,13 +301,13 @@ def test_a_resumed_sweep_reconciles_the_dead_runs_unknown_attempts_from_what_the
     done_upstream, not_done, never_tried = (sim.create_group(1, 10) for _ in range(3))
     kill(as_operator, "trigger_one", subaccount="1")
     sweep = latest_sweep()
-    # A run that died mid-sweep: two attempts committed, one call arrived at the exchange, no result recorded.
+    # A run that died mid-sweep (runs counts it): two attempts committed, one call done at the exchange, no result.
     actor = audit.Actor(**sweep.actor)
     credential = subaccounts[1].credential
     fields = {"credential": credential, "subaccount": 1, "reason": "", "params": {"kill_switch": sweep.audit_seq}}
     dead = audit.Pending.many(actor, "trigger", [{**fields, "order_group_id": g} for g in (done_upstream, not_done)])
     sim.exchange.trigger_group(done_upstream, 1)
-    Sweep.objects.filter(pk=sweep.pk).update(lease_until="2000-01-01T00:00:00Z")  # its lease lapsed
+    Sweep.objects.filter(pk=sweep.pk).update(runs=1, lease_until="2000-01-01T00:00:00Z")  # it ran; its lease lapsed
 
     assert jobs.claim(sweep.pk, "worker:test")
     assert jobs.run(sweep.pk, "worker:test", threading.Event())

@@ -14,7 +14,7 @@ CI runs a fixed seed and a bounded number of examples (~20 s); for a longer sear
 import os
 import threading
 
-from django.db.models import Count
+from django.db.models import Count, F
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -83,6 +83,7 @@ def test_generated_histories_of_kill_switches_keep_their_promises(sim, subaccoun
             sent = data.draw(st.lists(st.sampled_from(listed), unique=True, max_size=3))
             done = data.draw(st.lists(st.sampled_from(sent), unique=True)) if sent else []
             per_group = "trigger" if sweep.triggering else "reset"
+            Sweep.objects.filter(pk=sweep.pk).update(runs=F("runs") + 1)  # as sweep_run does before any attempt
             audit.Pending.many(
                 ACTOR,
                 per_group,
