@@ -4,14 +4,18 @@
     .venv/bin/python benchmarks/killswitch_ratelimit.py --database-url postgresql://postgres@127.0.0.1/ogpanel_bench_h3
 
 33 subaccounts x 10 active groups. The simulator enforces `--tier` (the panel is configured for
-the same tier) and adds `--latency` seconds to every call. An operator runs "trigger every group on
-every subaccount" through the panel under gunicorn, over real HTTP (the kill switch form, with the
-password re-entered). Measured: the request's wall time against the floor the tier allows
-(groups / writes per second, a write costing 10 tokens), and the 429s the simulator answered.
-Target: <= 1.1x the floor, zero 429s.
+the same tier), its write bucket full (2 s of budget), and adds `--latency` seconds to every call.
+An operator opens the kill switch (its preview reads every subaccount) and presses "Trigger all
+330 groups on 33 subaccounts" on the panel under gunicorn, over real HTTP. The POST only records
+the sweep; the panel process runs it in a thread (jobs.py).
+Measured: how fast the POST answers; when the first trigger reaches the simulator (target: one
+listing round trip, the simulator's latency, + 50 ms); the wall time until the sweep is done
+(verified by listing every subaccount again) against the true floor, which spends the starting
+burst: (groups - burst) / writes per second, a write costing 10 tokens; and the 429s (must be 0).
 """
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +23,17 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common
+
+BURST_SECONDS = 2.0  # the exchange's write bucket holds this much of its per-second budget (Kalshi docs)
+
+
+def first_trigger_at(sim, done: threading.Event) -> float | None:
+    """perf_counter() when the first PUT .../trigger reached the simulator (polled every millisecond)."""
+    while not done.is_set():
+        if any(record.path.endswith("/trigger") for record in sim.requests):
+            return time.perf_counter()
+        time.sleep(0.001)
+    return None
 
 
 def main() -> None:
@@ -31,7 +46,7 @@ def main() -> None:
     if args.quick:
         args.groups, args.subaccounts, args.latency = 2, 3, 0.005
 
-    from ogpanel.kalshi import TIERS
+    from ogpanel.kalshi import REQUEST_COST, TIERS
 
     common.configure(database_url=args.database_url, tier=args.tier)
     key = common.new_key()
@@ -39,25 +54,40 @@ def main() -> None:
     numbers = range(args.subaccounts)
     seeded = common.seed_groups(sim, groups=args.groups, subaccounts=numbers)
     common.make_credential(sim, key, subaccounts=numbers)
-    operator = common.make_user("otto", "ops")
+    operator = common.make_user("otto", "ops", password=False)  # a trigger asks for no password
     headers = {**common.auth_headers(operator), **common.HTMX}
-    form = {
-        "operation": "trigger_all",
-        "reason": "benchmark",
-        "confirm": "TRIGGER",
-        "reauth_password": "otto-password-1",
-    }
+    form = {"operation": "trigger_all", "reason": "benchmark"}
     total = args.groups * args.subaccounts
-    writes_per_second = TIERS[args.tier][1] / 10
+    writes_per_second = TIERS[args.tier][1] / REQUEST_COST
+    burst = BURST_SECONDS * writes_per_second
     floor = total / writes_per_second
+    floor_with_burst = max(total - burst, 0) / writes_per_second
+
+    from ogpanel.models import Sweep
 
     panel = common.Gunicorn(workers=1, threads=4)
     try:
+        # The operator opens the kill switch first: its preview reads every subaccount (and warms the panel).
+        preview = requests.get(panel.url + "/kill-switch/", headers=headers, timeout=60)
+        assert preview.status_code == 200 and f"Trigger all {total} groups" in preview.text, preview.text[:2000]
         if not args.quick:
             time.sleep(2.5)  # a clean start: the exchange's write bucket full, no other traffic in flight
+        sim.clear_requests()
+        posted = threading.Event()
+        seen: list[float | None] = []
+        watching = threading.Thread(target=lambda: seen.append(first_trigger_at(sim, posted)))
+        watching.start()
         began = time.perf_counter()
-        response = requests.post(panel.url + "/kill-switch/", data=form, headers=headers, timeout=10 * floor + 60)
+        response = requests.post(panel.url + "/kill-switch/", data=form, headers=headers, timeout=60)
+        answered = time.perf_counter() - began
+        deadline = time.monotonic() + 10 * floor + 120
+        while not Sweep.objects.filter(finished_at__isnull=False).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("the sweep did not finish")
+            time.sleep(0.02)
         wall = time.perf_counter() - began
+        posted.set()
+        watching.join()
     finally:
         panel.stop()
         limited = sim.rate_limited_count
@@ -65,18 +95,23 @@ def main() -> None:
         sim.stop()
     if response.status_code != 200:
         raise SystemExit(f"the kill switch answered {response.status_code}:\n{response.text[:2000]}")
+    first = (seen[0] - began) if seen and seen[0] else float("nan")
 
     from ogpanel import audit
-    from ogpanel.models import AuditEvent
+    from ogpanel.models import AuditEvent, OpenAttempt
 
     results = AuditEvent.objects.filter(action="trigger").exclude(outcome="attempted")
     failed = results.filter(outcome="failed").count()
+    unknown = OpenAttempt.objects.count()
+    sweep = Sweep.objects.get()
+    verified = AuditEvent.objects.get(action="kill_switch_trigger", outcome="succeeded").params["verified"]
     ok_chain = audit.verify().ok
+    first_target = args.latency + 0.05
 
     print(
         f"\nBenchmark 3, kill switch at the rate limit: {args.subaccounts} subaccounts x {args.groups} groups, "
-        f"tier {args.tier} ({writes_per_second:g} writes/s), simulator latency {args.latency * 1000:.0f} ms; "
-        f"panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}"
+        f"tier {args.tier} ({writes_per_second:g} writes/s, a burst of {burst:g}), simulator latency "
+        f"{args.latency * 1000:.0f} ms; panel under gunicorn (1 worker, 4 threads) on {common.describe_database()}"
     )
     print(common.machine() + "\n")
     print(
@@ -84,21 +119,47 @@ def main() -> None:
             ["measure", "result", "target", "verdict"],
             [
                 [
+                    "kill switch POST answered (sweep recorded)",
+                    f"{answered * 1000:.0f} ms",
+                    "< 300 ms",
+                    common.verdict(answered < 0.3),
+                ],
+                [
+                    "first trigger at the exchange, from the POST",
+                    f"{first * 1000:.0f} ms",
+                    f"<= {first_target * 1000:.0f} ms (a listing + 50 ms)",
+                    common.verdict(first <= first_target),
+                ],
+                [
                     "groups triggered (simulator state)",
                     f"{triggered} of {total}",
                     f"{total}",
                     common.verdict(triggered == total),
                 ],
-                ["floor: groups / writes per second", f"{floor:.1f} s", "", ""],
                 [
-                    "kill switch wall time (HTTP POST to answer)",
-                    f"{wall:.1f} s",
-                    f"<= {1.1 * floor:.1f} s",
-                    common.verdict(wall <= 1.1 * floor),
+                    "groups verified at the exchange (read back)",
+                    f"{verified} of {total}",
+                    f"{total}",
+                    common.verdict(verified == total),
                 ],
-                ["wall / floor", f"{wall / floor:.2f}x", "<= 1.1x", common.verdict(wall <= 1.1 * floor)],
+                ["floor without the burst: groups / writes per second", f"{floor:.1f} s", "", ""],
+                ["true floor: (groups - burst) / writes per second", f"{floor_with_burst:.1f} s", "", ""],
+                [
+                    "kill switch wall time (POST to sweep done, verified)",
+                    f"{wall:.1f} s",
+                    f"<= {1.1 * floor_with_burst:.1f} s",
+                    common.verdict(wall <= 1.1 * floor_with_burst),
+                ],
+                [
+                    "wall / true floor",
+                    f"{wall / floor_with_burst:.2f}x" if floor_with_burst else "-",
+                    "<= 1.1x",
+                    common.verdict(wall <= 1.1 * floor_with_burst),
+                ],
                 ["429s from the simulator", limited, "0", common.verdict(limited == 0)],
                 ["per-group failures in the audit log", failed, "0", common.verdict(failed == 0)],
+                ["attempts left without a result", unknown, "0", common.verdict(unknown == 0)],
+                ["sweep runs (processes that took it up)", sweep.runs, "1", common.verdict(sweep.runs == 1)],
                 ["audit chain verifies", ok_chain, "True", common.verdict(ok_chain)],
             ],
         )

@@ -116,6 +116,9 @@ class GroupActionForm(forms.Form):
 
 
 class KillSwitchForm(forms.Form):
+    """The kill switch. Triggering is one press (the preview above the button is the confirmation) and
+    the reason may follow later; a reset loosens risk, so it wants a reason and the word RESET."""
+
     TRIGGER_ONE = "trigger_one"
     TRIGGER_ALL = "trigger_all"
     RESET_ONE = "reset_one"
@@ -130,15 +133,21 @@ class KillSwitchForm(forms.Form):
         label="Subaccount",
         required=False,
         widget=forms.Select,
-        help_text="For the one-subaccount operations; ignored for “every subaccount”.",
+        help_text="The one subaccount to act on.",
     )
-    reason = _reason_field()
+    reason = forms.CharField(
+        label="Reason",
+        required=False,  # clean() asks for it on a reset; a trigger's may follow as a note
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded in the audit log with your name.",
+    )
     confirm = forms.CharField(
-        label="Type the word TRIGGER (for a trigger) or RESET (for a reset) to confirm",
+        label="Type the word RESET to confirm",
         required=False,  # clean() names the word that is missing
         max_length=10,
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
-        help_text="A trigger cancels every order in these groups and blocks new ones until they are reset.",
+        help_text="A reset lets orders naming these groups trade again.",
     )
 
     def __init__(self, *args, subaccounts: list[Subaccount], **kwargs) -> None:
@@ -166,7 +175,21 @@ class KillSwitchForm(forms.Form):
                 data["targets"] = [_subaccount_from(data["subaccount"], self.subaccounts)]
             except forms.ValidationError as exc:
                 self.add_error("subaccount", exc)
-        word = "RESET" if operation == self.RESET_ONE else "TRIGGER"
-        if data.get("confirm", "").strip() != word:
-            self.add_error("confirm", f"Type {word} to confirm.")
+        if operation == self.RESET_ONE:
+            if not data.get("reason", "").strip():
+                self.add_error("reason", "Give a reason: it goes into the audit log.")
+            if data.get("confirm", "").strip() != "RESET":
+                self.add_error("confirm", "Type RESET to confirm.")
         return data
+
+
+class SweepNoteForm(forms.Form):
+    """A reason added to a sweep after it started."""
+
+    note = forms.CharField(
+        label="Reason",
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded in the audit log with your name, attached to this kill switch.",
+        error_messages={"required": "Write the reason first."},
+    )

@@ -216,3 +216,96 @@ class TripAlert(models.Model):
 
     def __str__(self) -> str:
         return f"trip of {self.order_group_id} on subaccount {self.subaccount}"
+
+
+# --- kill switch sweeps (sweeps.py, jobs.py) -------------------------------------------------------
+
+
+class Sweep(models.Model):
+    """One kill switch run, kept so it survives the process running it. Written only by sweeps.py and jobs.py.
+
+    Whoever holds the lease (a panel process's thread, or a worker) runs it and renews the lease as
+    it goes; a lease that lapses means that process died, and any worker may take the sweep over.
+    """
+
+    class Phase(models.TextChoices):
+        LISTING = "listing", "Listing the order groups"
+        TRIGGERING = "triggering", "Sending"
+        VERIFYING = "verifying", "Verifying at the exchange"
+        DONE = "done", "Done"
+
+    action = models.CharField(max_length=30)  # kill_switch_trigger or kill_switch_reset, as audited
+    created_at = models.DateTimeField()
+    # The operator's Actor, so whichever process finishes the sweep records it in their name.
+    actor = models.JSONField()
+    reason = models.TextField(blank=True)
+    audit_seq = models.BigIntegerField(unique=True)  # the sweep's own attempt event
+    phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.LISTING)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    runs = models.PositiveIntegerField(default=0)  # how many times a process took it up
+    first_call_at = models.DateTimeField(null=True, blank=True)
+    calls_done = models.PositiveIntegerField(default=0)  # group calls answered (the observed pace)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"sweep {self.pk} ({self.action}, {self.phase})"
+
+    @property
+    def triggering(self) -> bool:
+        return self.action == "kill_switch_trigger"
+
+
+class SweepTarget(models.Model):
+    """One subaccount of a sweep: how many times it was listed, whether it is finished, why not."""
+
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="targets")
+    subaccount = models.PositiveSmallIntegerField()
+    action = models.CharField(max_length=30)  # the sweep's, here for the constraint below
+    # True until the sweep is done: at most one open sweep per action and subaccount, so a second
+    # kill switch on the same subaccounts joins the first instead of doubling its calls.
+    open = models.BooleanField(default=True)
+    listings = models.PositiveSmallIntegerField(default=0)
+    groups_at_start = models.PositiveIntegerField(null=True, blank=True)  # what the first listing saw
+    done = models.BooleanField(default=False)
+    error = models.TextField(blank=True)  # the last listing's failure
+
+    class Meta:
+        ordering = ["subaccount"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["action", "subaccount"], condition=models.Q(open=True), name="one_open_sweep_per_subaccount"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"subaccount {self.subaccount} of sweep {self.sweep_id}"
+
+
+class SweepGroup(models.Model):
+    """One order group a sweep found, and what became of it."""
+
+    class State(models.TextChoices):
+        TO_GO = "to_go", "To go"
+        SENT = "sent", "Sent, awaiting the answer"
+        CHANGED = "changed", "Done by this sweep"
+        ALREADY = "already", "Already in that state"
+        FAILED = "failed", "Failed"
+        GONE = "gone", "Gone from the exchange"
+
+    target = models.ForeignKey(SweepTarget, on_delete=models.CASCADE, related_name="groups")
+    order_group_id = models.CharField(max_length=100)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.TO_GO)
+    verified = models.BooleanField(default=False)  # the latest listing showed it in the wanted state
+    tries = models.PositiveSmallIntegerField(default=0)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["order_group_id"]
+        constraints = [models.UniqueConstraint(fields=["target", "order_group_id"], name="sweep_group_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.order_group_id} in sweep target {self.target_id}"

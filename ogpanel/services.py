@@ -1,23 +1,19 @@
 """Writes: one function per operator action, each recorded by audit.py around its exchange call.
 
+The kill switch, a durable job rather than one call, lives in sweeps.py (and jobs.py).
+
 Callers (views, commands) have already checked permissions and validated input; these
 functions trust their arguments and raise KalshiError (or InvalidInput) on failure, after the
 failure is in the audit log.
 """
-
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import audit, exchange, selectors, vault
 from ogpanel.audit import Actor
-from ogpanel.kalshi import CreatedOrderGroup, KalshiError, load_private_key, public_key_fingerprint
+from ogpanel.kalshi import CreatedOrderGroup, load_private_key, public_key_fingerprint
 from ogpanel.models import Credential, Subaccount
-
-KILL_SWITCH_WORKERS = 16  # the rate limiter, not this, sets the pace; this bounds open sockets
 
 
 def _group_fields(subaccount: Subaccount, order_group_id: str = "", **fields) -> dict:
@@ -92,141 +88,6 @@ def ordergroup_update_limit(
             )
     finally:
         selectors.forget_listing(subaccount)
-
-
-# --- kill switch -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    subaccount: int
-    order_group_id: str
-    outcome: str  # "triggered", "already triggered", "reset", "not triggered", "failed"
-    message: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome == "failed"
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    action: str
-    rows: tuple[SweepRow, ...]
-
-    @property
-    def failures(self) -> int:
-        return sum(row.failed for row in self.rows)
-
-    def count(self, outcome: str) -> int:
-        return sum(row.outcome == outcome for row in self.rows)
-
-
-def _timed(call, *args, **kwargs) -> tuple[BaseException | None, float]:
-    began = time.monotonic()
-    try:
-        call(*args, **kwargs)
-    except KalshiError as exc:
-        return exc, time.monotonic() - began
-    return None, time.monotonic() - began
-
-
-def _to_change(sub: Subaccount, listing: selectors.Listing, triggering: bool, rows: list[SweepRow]) -> list[str]:
-    """The ids of the listed groups not yet in the wanted state; the others (or the failed listing) go to `rows`."""
-    if not listing.ok:
-        rows.append(SweepRow(sub.number, "", "failed", f"Could not list order groups: {listing.error}"))
-        return []
-    todo = []
-    for group in listing.groups:
-        if group.triggered == triggering:
-            rows.append(SweepRow(sub.number, group.id, "already triggered" if triggering else "not triggered"))
-        else:
-            todo.append(group.id)
-    return todo
-
-
-def _sweep(*, actor: Actor, subaccounts: list[Subaccount], reason: str, action: str) -> SweepReport:
-    """Trigger (or reset) every group on the given subaccounts, concurrently within the rate budget.
-
-    Groups already in the wanted state are left alone and reported as such: re-triggering costs
-    write budget for nothing, and resetting an active group would zero its counter, loosening a
-    risk control nobody asked to loosen.
-    """
-    triggering = action == "kill_switch_trigger"
-    per_group = "trigger" if triggering else "reset"
-    names = [sub.number for sub in subaccounts]
-    with audit.attempt(actor, action, reason=reason, params={"subaccounts": names}) as sweep:
-        rows: list[SweepRow] = []
-
-        calls: dict[Future, tuple[Subaccount, str, audit.Pending]] = {}
-
-        def call(sub: Subaccount, group_id: str) -> tuple[BaseException | None, float]:
-            client = exchange.client_for(sub.credential)
-            method = client.trigger_order_group if triggering else client.reset_order_group
-            return _timed(method, group_id, subaccount=sub.number)
-
-        def send(sub: Subaccount, listing: selectors.Listing) -> set[Future]:
-            todo = _to_change(sub, listing, triggering, rows)
-            if not todo:
-                return set()
-            # Committed, in one transaction, before any of these calls goes out.
-            pendings = audit.Pending.many(
-                actor,
-                per_group,
-                [
-                    {"reason": reason, "params": {"kill_switch": sweep.event.seq}, **_group_fields(sub, group_id)}
-                    for group_id in todo
-                ],
-            )
-            sent = set()
-            for group_id, pending in zip(todo, pendings, strict=True):
-                future = writers.submit(call, sub, group_id)
-                calls[future] = (sub, group_id, pending)
-                sent.add(future)
-            return sent
-
-        def record(
-            sub: Subaccount, group_id: str, pending: audit.Pending, error: BaseException | None, latency: float
-        ) -> None:
-            if error is None:
-                pending.succeeded(latency=latency)
-                rows.append(SweepRow(sub.number, group_id, "triggered" if triggering else "reset"))
-            else:
-                pending.failed(error, latency=latency)
-                rows.append(SweepRow(sub.number, group_id, "failed", getattr(error, "operator_message", str(error))))
-
-        # A subaccount's groups go out as soon as its listing is in: writes draw on their own budget
-        # and need not wait for the slowest listing. Each result is recorded as its call returns.
-        # Only this thread touches the database; worker threads talk to the exchange.
-        with (
-            ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS) as readers,
-            ThreadPoolExecutor(max_workers=KILL_SWITCH_WORKERS) as writers,
-        ):
-            reads = {readers.submit(selectors.listing, sub, fresh=True): sub for sub in subaccounts}
-            waiting = set(reads)
-            while waiting:
-                finished, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    if future in reads:
-                        waiting |= send(reads[future], future.result())
-                    else:
-                        record(*calls[future], *future.result())
-        for sub in subaccounts:
-            selectors.forget_listing(sub)
-        rows.sort(key=lambda row: (not row.failed, row.subaccount, row.order_group_id))
-        report = SweepReport(action, tuple(rows))
-        sweep.result_params.update(
-            groups=len(rows), failed=report.failures, changed=report.count("triggered" if triggering else "reset")
-        )
-    return report
-
-
-def killswitch_trigger(*, actor: Actor, subaccounts: list[Subaccount], reason: str) -> SweepReport:
-    return _sweep(actor=actor, subaccounts=subaccounts, reason=reason, action="kill_switch_trigger")
-
-
-def killswitch_reset(*, actor: Actor, subaccounts: list[Subaccount], reason: str) -> SweepReport:
-    return _sweep(actor=actor, subaccounts=subaccounts, reason=reason, action="kill_switch_reset")
 
 
 # --- credentials -------------------------------------------------------------------------------

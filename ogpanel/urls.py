@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from ogpanel.views import accounts, audit, credentials, groups, health, metrics
+from ogpanel.views import accounts, audit, credentials, groups, health, kill_switch, metrics
 
 urlpatterns = [
     path("", groups.dashboard, name="dashboard"),
@@ -11,7 +11,9 @@ urlpatterns = [
     path("groups/<int:subaccount>/<str:group_id>/reset/", groups.group_reset, name="group_reset"),
     path("groups/<int:subaccount>/<str:group_id>/delete/", groups.group_delete, name="group_delete"),
     path("groups/<int:subaccount>/<str:group_id>/limit/", groups.group_limit, name="group_limit"),
-    path("kill-switch/", groups.kill_switch, name="kill_switch"),
+    path("kill-switch/", kill_switch.kill_switch, name="kill_switch"),
+    path("kill-switch/sweeps/<int:pk>/", kill_switch.kill_switch_sweep, name="kill_switch_sweep"),
+    path("kill-switch/sweeps/<int:pk>/note/", kill_switch.kill_switch_note, name="kill_switch_note"),
     path("audit/", audit.audit_log, name="audit_log"),
     path("audit/<int:seq>/", audit.audit_event, name="audit_event"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),

@@ -14,3 +14,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast per
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 STATIC_ROOT = None  # type: ignore[assignment]  # served by the finders in tests; no collectstatic run
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, as in production, not Django's shared-cache in-memory database: there a thread that
+    # writes while another reads fails with "database table is locked" (SQLite's shared-cache
+    # table locks ignore the busy timeout), and the kill switch's sweeps run in threads of their own.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"ogpanel-test-{os.getpid()}.sqlite3")}  # noqa: F405

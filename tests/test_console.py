@@ -1,4 +1,5 @@
-"""The order-group console: dashboard, group page, operations and kill switch, against the simulator.
+"""The order-group console: dashboard, group page and operations, against the simulator (the kill switch:
+test_kill_switch.py).
 
 Every test talks to the real simulator over HTTP through the panel's own client; `sim.requests`
 proves when the panel did (or did not) call the exchange.
@@ -7,7 +8,6 @@ proves when the panel did (or did not) call the exchange.
 import json
 
 import pytest
-from django.contrib.auth.models import User
 
 from ogpanel import vault
 from ogpanel.models import AuditEvent, Credential, Subaccount
@@ -482,156 +482,6 @@ def test_a_scoped_operator_gets_404_outside_their_subaccount(sim, subaccounts, a
     assert as_scoped_operator.post(f"/groups/2/{theirs}/trigger/", {"reason": "x"}).status_code == 404
     assert upstream_calls(sim) == 0
     assert sim.group(theirs)["triggered"] is False
-
-
-# --- kill switch ---------------------------------------------------------------------------------
-
-
-def own_password(client) -> str:
-    """The persona's password (tests.panel_fixtures.make_user), for re-authentication."""
-    user = User.objects.get(pk=client.session["_auth_user_id"])
-    return f"{user.username}-password-1"
-
-
-def kill(
-    client,
-    operation: str,
-    *,
-    subaccount: str = "",
-    confirm: str = "TRIGGER",
-    reason: str = "drill",
-    headers: dict | None = None,
-    password: str | None = None,
-):
-    data = {
-        "operation": operation,
-        "subaccount": subaccount,
-        "reason": reason,
-        "confirm": confirm,
-        "reauth_password": own_password(client) if password is None else password,
-    }
-    return client.post("/kill-switch/", data, headers=headers or {})
-
-
-@pytest.mark.parametrize("password", ["", "not-my-password"])
-def test_the_kill_switch_asks_for_the_password_again_and_refuses_without_it(sim, subaccounts, as_operator, password):
-    group = sim.create_group(1, 10)
-
-    response = kill(as_operator, "trigger_all", headers=HTMX, password=password)
-
-    assert response.status_code == 403
-    assert "Confirm it&#x27;s you" in text(response) and 'name="reauth_password"' in text(response)
-    assert upstream_calls(sim) == 0 and sim.group(group)["triggered"] is False
-    assert password not in "".join(str(e.params) + e.error for e in AuditEvent.objects.all()) or not password
-
-
-def test_the_kill_switch_does_not_ask_again_right_after_a_confirmation(sim, subaccounts, as_operator):
-    sim.create_group(1, 10)
-    assert kill(as_operator, "trigger_one", subaccount="1").status_code == 302
-
-    assert 'name="reauth_password"' not in text(as_operator.get("/kill-switch/"))
-    assert kill(as_operator, "reset_one", subaccount="1", confirm="RESET", password="").status_code == 302
-
-
-def test_the_kill_switch_triggers_every_group_everywhere_and_reports_the_one_that_failed(sim, subaccounts, as_operator):
-    groups = {n: [sim.create_group(n, 10), sim.create_group(n, 10)] for n in (0, 1, 2)}
-    stuck = groups[2][1]
-    already = sim.create_group(3, 1)
-    sim.fill(sim.place_order(3, already, count=2), 2)
-    sim.set_fault("error", path=f"/portfolio/order_groups/{stuck}/trigger", method="PUT", status=500)
-
-    response = kill(as_operator, "trigger_all", headers=HTMX)
-
-    assert response.status_code == 200
-    page = text(response)
-    fired = events(response)
-    assert fired["ogpanel:flash"]["level"] == "warning"
-    assert fired["ogpanel:flash"]["message"] == "Kill switch finished: 5 triggered, 1 already triggered, 1 failed."
-    assert "Triggered: <strong>5</strong>" in page and "Failed: <strong>1</strong>" in page
-    assert "Already triggered: <strong>1</strong>" in page
-    failed_row = page[page.index('<tr class="is-failed">') :]
-    assert stuck in failed_row[:600] and "internal error" in failed_row[:600]
-    for ids in groups.values():
-        for group in ids:
-            assert sim.group(group)["triggered"] is (group != stuck)
-    sweep = AuditEvent.objects.get(action="kill_switch_trigger", outcome="succeeded")
-    assert sweep.reason == "drill" and sweep.params["failed"] == 1
-
-
-def test_the_kill_switch_triggers_one_subaccount_only(sim, subaccounts, as_operator):
-    target = sim.create_group(1, 10)
-    bystander = sim.create_group(2, 10)
-
-    response = kill(as_operator, "trigger_one", subaccount="1")
-
-    assert response.status_code == 302 and response["Location"] == "/kill-switch/"
-    assert sim.group(target)["triggered"] is True and sim.group(bystander)["triggered"] is False
-    report = text(as_operator.get("/kill-switch/"))  # the report survives the redirect, once
-    assert "Triggered: <strong>1</strong>" in report and target in report
-    assert "Result:" not in text(as_operator.get("/kill-switch/"))
-
-
-def test_the_kill_switch_resets_only_triggered_groups(sim, subaccounts, as_operator):
-    tripped = sim.create_group(1, 1)
-    sim.fill(sim.place_order(1, tripped, count=2), 2)
-    calm = sim.create_group(1, 10)
-
-    response = kill(as_operator, "reset_one", subaccount="1", confirm="RESET", headers=HTMX)
-
-    assert response.status_code == 200
-    assert "Reset: <strong>1</strong>" in text(response) and "Not triggered, left alone: <strong>1</strong>" in text(
-        response
-    )
-    assert sim.group(tripped)["triggered"] is False
-    assert not [r for r in writes(sim) if calm in r.path]  # the active group's counter was left alone
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ({"operation": "trigger_all", "confirm": "", "reason": "x"}, "Type TRIGGER to confirm."),
-        ({"operation": "trigger_all", "confirm": "trigger!", "reason": "x"}, "Type TRIGGER to confirm."),
-        ({"operation": "reset_one", "subaccount": "1", "confirm": "TRIGGER", "reason": "x"}, "Type RESET to confirm."),
-        ({"operation": "trigger_all", "confirm": "TRIGGER", "reason": ""}, "Give a reason"),
-        ({"operation": "trigger_one", "subaccount": "", "confirm": "TRIGGER", "reason": "x"}, "Choose the subaccount."),
-        (
-            {"operation": "trigger_one", "subaccount": "7", "confirm": "TRIGGER", "reason": "x"},
-            "Subaccount 7 is not configured",
-        ),
-        ({"operation": "trigger_one", "subaccount": "40", "confirm": "TRIGGER", "reason": "x"}, "from 0 to 32"),
-    ],
-)
-def test_the_kill_switch_refuses_an_unconfirmed_or_bad_request(sim, subaccounts, as_operator, data, message):
-    group = sim.create_group(1, 10)
-
-    response = as_operator.post("/kill-switch/", data, headers=HTMX)
-
-    assert response.status_code == 400
-    assert message in text(response)
-    assert upstream_calls(sim) == 0
-    assert sim.group(group)["triggered"] is False
-
-
-def test_a_scoped_operator_kill_switch_touches_only_their_subaccount(sim, subaccounts, as_scoped_operator):
-    mine = sim.create_group(1, 10)
-    theirs = sim.create_group(2, 10)
-
-    assert kill(as_scoped_operator, "trigger_one", subaccount="2").status_code == 404
-    assert upstream_calls(sim) == 0
-    refusal = AuditEvent.objects.latest("seq")
-    assert (refusal.action, refusal.outcome, refusal.subaccount) == ("kill_switch", "denied", 2)
-
-    assert kill(as_scoped_operator, "trigger_all").status_code == 302
-    assert sim.group(mine)["triggered"] is True and sim.group(theirs)["triggered"] is False
-
-
-def test_a_viewer_may_not_use_the_kill_switch(sim, subaccounts, as_viewer):
-    group = sim.create_group(1, 10)
-
-    assert as_viewer.get("/kill-switch/").status_code == 403
-    assert kill(as_viewer, "trigger_all").status_code == 403
-    assert 'href="/kill-switch/"' not in text(as_viewer.get("/"))
-    assert not writes(sim) and sim.group(group)["triggered"] is False
 
 
 def test_a_group_page_whose_key_cannot_be_decrypted_says_so_instead_of_failing(settings, sim, subaccounts, as_operator):

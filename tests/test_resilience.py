@@ -2,7 +2,8 @@
 
 Every page and action must come back within its timeouts, say what went wrong in words, and leave
 an audit log where each attempt has exactly one result. A panel process killed mid kill switch
-leaves its attempts as "outcome unknown", and the next run finishes the job.
+leaves its attempts as "outcome unknown", and the next kill switch takes the sweep over, finishes it
+and reconciles them (tests/test_kill_switch_processes.py does the same with sweep workers).
 
 The time bounds here are ceilings derived from the configured timeouts, retries and rate budget,
 not benchmarks: they only fail when a request waits on something it should have given up on.
@@ -16,20 +17,20 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from ogpanel import audit
+from ogpanel import audit, sweeps
 from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent
 from tests.conftest import SIM_KEY_ID
 from tests.panel_fixtures import ENCRYPTION_KEYS
+from tests.sweeps import run_sweeps
 
 HTMX = {"HX-Request": "true"}
 CONNECT_TIMEOUT = 0.3
@@ -118,8 +119,7 @@ ENDPOINTS = {
         {**KILL, "operation": "trigger_all", "confirm": "TRIGGER"},
         htmx=True,
         action="kill_switch_trigger",
-        depth=2,
-        writes=4 * (RETRIES + 1),
+        depth=sweeps.MAX_TRIES,  # a subaccount that cannot be listed is listed again, up to MAX_TRIES times
     ),
     "kill switch reset one": Endpoint(
         "post",
@@ -127,8 +127,7 @@ ENDPOINTS = {
         {**KILL, "operation": "reset_one", "subaccount": "1", "confirm": "RESET"},
         htmx=True,
         action="kill_switch_reset",
-        depth=2,
-        writes=RETRIES + 1,
+        depth=sweeps.MAX_TRIES,
     ),
     "credential test": Endpoint(
         "post", "/credentials/{credential}/test/", {"subaccount": "1"}, htmx=True, action="credential_test"
@@ -162,6 +161,9 @@ def test_every_page_and_action_answers_in_time_says_why_and_loses_no_audit_event
 
     began = time.monotonic()
     response = getattr(as_admin, endpoint.method)(url, endpoint.data, headers=HTMX if endpoint.htmx else {})
+    if name.startswith("kill switch"):  # the POST answers at once; its sweep runs here, as the panel's thread would
+        [sweep] = run_sweeps()
+        response = as_admin.get(f"/kill-switch/sweeps/{sweep.pk}/")
     elapsed = time.monotonic() - began
 
     assert elapsed < bound(endpoint)
@@ -207,17 +209,21 @@ def test_a_kill_switch_whose_triggers_fail_records_every_group_as_failed(
     words, code, upstream_status, _ = FAULTS[kind]
 
     began = time.monotonic()
-    response = as_admin.post(endpoint.url, endpoint.data, headers=HTMX)
+    as_admin.post(endpoint.url, endpoint.data, headers=HTMX)
+    [sweep] = run_sweeps()
+    response = as_admin.get(f"/kill-switch/sweeps/{sweep.pk}/")
     elapsed = time.monotonic() - began
 
-    assert elapsed < bound(endpoint)
+    # Each of MAX_TRIES rounds lists the subaccounts and sends the triggers; a last listing verifies.
+    writes = 4 * sweeps.MAX_TRIES * (RETRIES + 1)
+    assert elapsed < bound(replace(endpoint, depth=2 * sweeps.MAX_TRIES + 1, writes=writes))
     assert response.status_code == 200
     page = page_text(response)
     assert "Failed: <strong>4</strong>" in page and page.count(words) >= 4
     assert not any(sim.group(group)["triggered"] for group in groups)
     assert_no_audit_event_lost()
     failed = AuditEvent.objects.filter(action="trigger", attempt_seq__isnull=False)
-    assert sorted(event.order_group_id for event in failed) == sorted(groups)
+    assert Counter(event.order_group_id for event in failed) == dict.fromkeys(groups, sweeps.MAX_TRIES)
     assert {(event.outcome, event.error_code, event.upstream_status) for event in failed} == {
         ("failed", code, upstream_status)
     }
@@ -339,7 +345,7 @@ def audit_rows(db: Path, where: str) -> list[tuple]:
         ).fetchall()
 
 
-def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_finishes(
+def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_kill_switch_finishes_and_reconciles(
     tmp_path,
     own_simulator,
     rsa_pem,
@@ -352,6 +358,7 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
         "DATABASE_URL": f"sqlite:///{db}",
         "OGPANEL_ENCRYPTION_KEYS": ENCRYPTION_KEYS,
         "OGPANEL_LIST_CACHE_SECONDS": "0",
+        "OGPANEL_SWEEP_LEASE_SECONDS": "2",  # no worker runs here: the next kill switch takes the sweep over
         "PYTHONUNBUFFERED": "1",
     }
     subprocess.run(
@@ -366,16 +373,7 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
     first = Panel({**env, "OGPANEL_READ_TIMEOUT": "60"}, log)
     try:
         first.log_in("otto")
-        answers = []
-
-        def run_kill_switch() -> None:
-            try:
-                answers.append(first.kill_switch())
-            except requests.ConnectionError as exc:
-                answers.append(exc)
-
-        sweep = threading.Thread(target=run_kill_switch, daemon=True)
-        sweep.start()
+        answer = first.kill_switch()  # answers at once; the sweep runs on in a thread of that process
 
         def stuck_mid_sweep() -> bool:
             triggers = [r for r in sim.requests if r.path.endswith("/trigger")]
@@ -387,11 +385,10 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
 
         wait_for(stuck_mid_sweep, what="the sweep to be stuck on subaccount 2")
         first.stop(signal.SIGKILL)
-        sweep.join(timeout=10)
     finally:
         first.stop(signal.SIGKILL)
-    [answer] = answers
-    assert isinstance(answer, requests.ConnectionError)  # the operator never got a report
+    assert answer.status_code == 302
+    url = answer.headers["Location"]
 
     # Four groups were triggered upstream, two were not. The two stuck calls have no result, and
     # neither has the sweep; a result the dead process had not written yet is unknown too.
@@ -421,18 +418,32 @@ def test_a_panel_killed_mid_kill_switch_leaves_outcome_unknown_and_the_next_run_
             assert "Attempted → outcome unknown" in row and group in row
         assert "Outcome unknown: no result was recorded" in second.get(f"/audit/{unanswered[0][0]}/").text
 
-        finished = second.kill_switch()
-        assert finished.status_code == 302
-        report = second.get("/kill-switch/").text
+        # Nobody runs the sweep now (no worker here); the kill switch pressed again joins it and takes it over.
+        wait_for(lambda: "Nobody is running this sweep" in second.get(url).text, what="the dead panel's lease to lapse")
+        again = second.kill_switch()
+        assert again.status_code == 302 and again.headers["Location"] == url
+        wait_for(lambda: "Verified at the exchange: <strong>6</strong>" in second.get(url).text, what="the sweep's end")
+        report = second.get(url).text
     finally:
         second.stop()
 
-    assert "Triggered: <strong>2</strong>" in report and "Already triggered: <strong>4</strong>" in report
+    assert "Done" in report
     assert all(sim.group(group)["triggered"] for ids in groups.values() for group in ids)
     retried = audit_rows(db, f"action = 'trigger' AND outcome = 'succeeded' AND seq > {first_run_end}")
-    assert sorted(group for _, _, group in retried) == sorted(stuck)
-    # The first run's attempts stay unknown (the log records what was known) and the chain still holds.
-    assert audit_rows(db, UNANSWERED) == unanswered
+    assert sorted(group for _, _, group in retried if group in stuck) == sorted(stuck)
+    # Every attempt the dead panel left unknown has a result now, reconciled from what the exchange showed.
+    assert audit_rows(db, UNANSWERED) == []
+    with sqlite3.connect(db) as connection:
+        settled = dict(
+            connection.execute(
+                "SELECT attempt.order_group_id, json_extract(result.params, '$.exchange_state')"
+                " FROM ogpanel_auditevent attempt JOIN ogpanel_auditevent result ON result.attempt_seq = attempt.seq"
+                f" WHERE attempt.seq IN ({','.join(str(seq) for seq, _, _ in unanswered)})"
+                " AND attempt.action = 'trigger'"
+                " AND json_extract(result.params, '$.reconciled') = 1"
+            ).fetchall()
+        )
+    assert settled == {group: "active" if group in stuck else "triggered" for group in unknown_groups}
     assert (
         subprocess.run(
             [sys.executable, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, timeout=60

@@ -4,7 +4,7 @@
     POST   /_sim/reset                 forget groups, orders, faults, the log and the clock offset; keep keys
     GET    /_sim/faults                the active faults
     POST   /_sim/faults                {kind, path?, method?, subaccount?, key_id?, status?, seconds?, times?}
-                                       -> 201 {id}
+                                       -> 201 {id}; kind "ignore" answers 200 {} and does nothing
     DELETE /_sim/faults                clear every fault
     POST   /_sim/keys                  {key_id, public_key_pem, subaccounts?} -> 201
     POST   /_sim/clock                 {advance: seconds} -> {offset}

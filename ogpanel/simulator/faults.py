@@ -4,7 +4,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("latency", "error", "rate_limit", "drop", "hang", "garbage")
+KINDS = ("latency", "error", "rate_limit", "drop", "hang", "garbage", "ignore")
 DEFAULT_ERROR_STATUS = 500
 DEFAULT_HANG_SECONDS = 30.0
 
@@ -12,6 +12,9 @@ DEFAULT_HANG_SECONDS = 30.0
 @dataclass
 class Fault:
     """One fault rule. Unset matchers match anything.
+
+    "ignore" answers 200 {} without doing anything: with `times=1` on a group's trigger path it
+    leaves that group active once, as a trigger lost inside the exchange would.
 
     `path` is a substring of the path after `/trade-api/v2`; `subaccount` is
     compared with the request's `subaccount` query parameter, so it never

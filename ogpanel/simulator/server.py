@@ -141,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 429, _json(TOO_MANY_REQUESTS)
             if fault.kind == "garbage":
                 return 200, GARBAGE
+            if fault.kind == "ignore":
+                return 200, _json({})
             status = fault.status or 500
             code = FAULT_ERROR_CODES.get(status, "internal_server_error" if status >= 500 else "bad_request")
             return status, _json(ExchangeError(status, code, "injected fault").body())

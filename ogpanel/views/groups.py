@@ -1,4 +1,4 @@
-"""Order groups: the dashboard across subaccounts, one group's page, its operations, the kill switch.
+"""Order groups: the dashboard across subaccounts, one group's page, its operations (the kill switch: kill_switch.py).
 
 Every operation works twice: as an htmx request (the confirmation or form opens in the page's
 #action-panel, and success answers with an empty panel plus HX-Trigger events that flash a
@@ -7,7 +7,7 @@ redirects. Input is validated before anything is sent; exchange failures come ba
 """
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -15,18 +15,15 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from ogpanel import alerts, permissions, selectors, services
 from ogpanel.exchange import CredentialUnusable
-from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm, KillSwitchForm
+from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm
 from ogpanel.kalshi import (
     BadRequest,
     InvalidInput,
@@ -38,13 +35,11 @@ from ogpanel.kalshi import (
 )
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
-from ogpanel.services import SweepReport, SweepRow
-from ogpanel.views import accounts, common
+from ogpanel.views import common
 from ogpanel.watch_health import watch_health
 
 # Sent with every successful change; the dashboard table and the group panel reload on it.
 GROUPS_CHANGED = "ogpanel:groups-changed"
-KILL_SWITCH_REPORT = "ogpanel:kill-switch-report"  # session key: the report survives the redirect
 
 # What a failed subaccount listing is called on the dashboard, by the client's error class.
 ERROR_WORDS = {
@@ -376,61 +371,3 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
     was = "" if previous is None else f" (was {previous})"
     message = f"Set the limit of order group {group_id} on subaccount {subaccount} to {limit}{was}."
     return _changed(request, message, next_url=detail_url)
-
-
-# --- kill switch ---------------------------------------------------------------------------------
-
-
-def _totals(report: SweepReport) -> list[tuple[str, int]]:
-    if report.action == "kill_switch_trigger":
-        counted = [("Triggered", report.count("triggered")), ("Already triggered", report.count("already triggered"))]
-    else:
-        counted = [("Reset", report.count("reset")), ("Not triggered, left alone", report.count("not triggered"))]
-    return [*counted, ("Failed", report.failures)]
-
-
-@sensitive_post_parameters("reauth_password", "reauth_otp")
-@login_required
-@require_http_methods(["GET", "POST"])
-@permissions.require(Action.KILL_SWITCH)
-def kill_switch(request: HttpRequest) -> HttpResponse:
-    subaccounts = selectors.subaccounts_for(request.user)
-    form = KillSwitchForm(request.POST if request.method == "POST" else None, subaccounts=subaccounts)
-    context = {
-        "form": form,
-        "subaccounts": subaccounts,
-        "report": None,
-        "reauth_needed": accounts.reauth_needed(request),
-    }
-    template = "ogpanel/kill_switch.html"
-    if request.method == "GET":
-        saved = request.session.pop(KILL_SWITCH_REPORT, None)
-        if saved:
-            context["report"] = SweepReport(saved["action"], tuple(SweepRow(**row) for row in saved["rows"]))
-            context["totals"] = _totals(context["report"])
-        return common.render_page(request, template, context, fragment="console")
-    if refused := permissions.refuse_out_of_scope(request, Action.KILL_SWITCH, request.POST.get("subaccount")):
-        return refused
-    if not form.is_valid():
-        return common.render_page(request, template, context, fragment="console", status=400)
-    if not accounts.confirm_identity(request, form):
-        if not request.user.is_authenticated:  # signed out after too many wrong answers
-            return redirect_to_login(request.get_full_path())
-        context["reauth_needed"] = True
-        return common.render_page(request, template, context, fragment="console", status=403)
-    sweep = services.killswitch_trigger if form.triggering else services.killswitch_reset
-    report = sweep(
-        actor=common.actor(request), subaccounts=form.cleaned_data["targets"], reason=form.cleaned_data["reason"]
-    )
-    totals = _totals(report)
-    message = "Kill switch finished: " + ", ".join(f"{count} {label.lower()}" for label, count in totals) + "."
-    level = "warning" if report.failures else "success"
-    if common.wants_fragment(request):
-        fresh = KillSwitchForm(subaccounts=subaccounts)
-        response = common.render_page(
-            request, template, {**context, "form": fresh, "report": report, "totals": totals}, fragment="console"
-        )
-        return common.flash(trigger_client_event(response, GROUPS_CHANGED), message, level)
-    request.session[KILL_SWITCH_REPORT] = {"action": report.action, "rows": [asdict(row) for row in report.rows]}
-    getattr(messages, level)(request, message)
-    return redirect("kill_switch")

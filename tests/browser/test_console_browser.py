@@ -1,4 +1,5 @@
-"""Flows a person clicks through, in Chromium: trigger from the dashboard, pause, the kill switch."""
+"""Flows a person clicks through, in Chromium: trigger from the dashboard, pause (the kill switch:
+test_kill_switch_browser.py)."""
 
 import os
 import re
@@ -68,29 +69,3 @@ def test_pausing_stops_the_dashboard_refreshing_itself(page, live_server, sim, s
 
     page.get_by_label("Pause auto-refresh").uncheck()
     expect(status).not_to_have_attribute("datetime", paused_at)
-
-
-def test_the_kill_switch_triggers_everything_and_shows_the_result(page, live_server, sim, subaccounts, operator):
-    groups = [sim.create_group(number, 10) for number in (0, 1, 2)]
-    stuck = sim.create_group(3, 10)
-    sim.set_fault("error", path=f"/portfolio/order_groups/{stuck}/trigger", method="PUT", status=500)
-    login(page, live_server, operator)
-    page.get_by_role("link", name="Kill switch").click()
-    page.evaluate("window.ogpanelNoReload = true")
-
-    page.get_by_label("Trigger every group on every subaccount I may act on").check()
-    page.get_by_label("Reason").fill("end-of-day drill")
-    page.get_by_label("Type the word TRIGGER").fill("TRIGGER")
-    page.get_by_role("button", name="Run the kill switch now").click()
-
-    result = page.locator("table.sweep tbody tr")
-    expect(result).to_have_count(4)
-    expect(page.locator(".totals")).to_contain_text("Triggered: 3")
-    expect(page.locator(".totals")).to_contain_text("Failed: 1")
-    expect(result.first).to_contain_text(stuck)
-    expect(result.first).to_contain_text("Failed")
-    for group in groups:
-        expect(page.locator("table.sweep")).to_contain_text(group)
-    assert page.evaluate("window.ogpanelNoReload") is True
-    assert [sim.group(group)["triggered"] for group in groups] == [True, True, True]
-    assert sim.group(stuck)["triggered"] is False

@@ -1,4 +1,4 @@
-"""`manage.py demo`: the panel, the local exchange simulator, the trip watch and demo data in one process.
+"""`manage.py demo`: the panel, the exchange simulator, the trip watch, the sweep worker and demo data in one process.
 
 Each run starts a fresh simulator (its state lives in memory), so it also makes fresh API keys,
 re-registers them, replaces the demo credentials and prints new passwords for the demo users.
@@ -16,7 +16,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from ogpanel import services
+from ogpanel import jobs, services
 from ogpanel.audit import Actor
 from ogpanel.models import AccessScope, Credential, Subaccount
 from ogpanel.simulator import start
@@ -67,12 +67,18 @@ class Command(BaseCommand):
         stop_watching = threading.Event()
         watching = threading.Thread(target=Watcher().run, args=(stop_watching,), name="ogpanel-watcher", daemon=True)
         watching.start()
+        # The sweep worker too: it finishes a kill switch whose runner died (the panel starts sweeps itself).
+        stop_sweeping = threading.Event()
+        sweeping = threading.Thread(target=jobs.work, args=(stop_sweeping,), name="ogpanel-sweeps", daemon=True)
+        sweeping.start()
         self.stdout.write(self.style.SUCCESS(f"Panel: http://127.0.0.1:{port}/  (Ctrl-C stops panel and simulator)"))
         try:
             call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
         finally:
             stop_watching.set()
+            stop_sweeping.set()
             watching.join(timeout=10)
+            sweeping.join(timeout=10)
             simulator.stop()
 
 
