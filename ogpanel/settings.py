@@ -302,3 +302,7 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
+
+# --- policy and four eyes (policy.py, approvals.py) ----------------------------------------------
+# A request for a second person's approval expires after this many minutes.
+OGPANEL_APPROVAL_MINUTES = env_int("OGPANEL_APPROVAL_MINUTES", 15, minimum=1)
