@@ -55,10 +55,10 @@ class Rules:
     """One policy's content, as the panel applies it and as the policy file holds it."""
 
     ceiling: int | None = None
-    above_ceiling: str = AboveCeiling.REFUSE
+    above_ceiling: str = AboveCeiling.REFUSE.value  # plain strings, as the database gives them back
     require_active_group: bool = False
     four_eyes: frozenset[str] = frozenset()
-    remediation: str = Remediation.OFF
+    remediation: str = Remediation.OFF.value
 
     @classmethod
     def of(cls, row: PolicyVersion) -> "Rules":
@@ -161,7 +161,7 @@ def loosenings(old: Rules, new: Rules) -> list[str]:
         found.append("no longer requires an active group")
     dropped = old.four_eyes - new.four_eyes
     if dropped:
-        found.append("no longer needs a second person to " + ", ".join(FOUR_EYES[name] for name in sorted(dropped)))
+        found.append("no longer needs a second person to " + ", ".join(FOUR_EYES[n] for n in FOUR_EYES if n in dropped))
     if REMEDIATION_ORDER.index(new.remediation) < REMEDIATION_ORDER.index(old.remediation):
         found.append("weakens the remediation")
     return found
