@@ -331,7 +331,7 @@ class PolicyBreach(models.Model):
     opened_seq = models.BigIntegerField()
     cleared_at = models.DateTimeField(null=True, blank=True)
     cleared_seq = models.BigIntegerField(null=True, blank=True)
-    # The optional remediation (policy.record_breaches): when it last ran, whether it worked, what it did.
+    # The optional remediation (breaches.record_breaches): when it last ran, whether it worked, what it did.
     remediation_tried_at = models.DateTimeField(null=True, blank=True)
     remediation_ok = models.BooleanField(null=True, blank=True)
     remediation = models.TextField(blank=True)

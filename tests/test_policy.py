@@ -1,7 +1,7 @@
 """The risk policy: breaches made outside the panel, their remediation, versions, and the policy file.
 
 Breaches are tested the way the trip watch finds them: `watch()` below lists a subaccount
-(selectors.listing, real HTTP to the simulator) and hands the listing to policy.record_breaches,
+(selectors.listing, real HTTP to the simulator) and hands the listing to breaches.record_breaches,
 exactly the one line the watcher runs after each successful listing. "Another client" is the
 `kalshi` fixture: a KalshiClient of its own, changing groups behind the panel's back.
 """
@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ogpanel import audit, notices, policy, policy_file, selectors
+from ogpanel import audit, breaches, notices, policy, policy_file, selectors
 from ogpanel.kalshi import MAX_CONTRACTS_LIMIT, OrderGroup
 from ogpanel.models import AuditEvent, Notice, PolicyBreach, PolicyVersion, Subaccount
 from tests.policy_fixtures import *  # noqa: F403  (fixtures)
@@ -29,9 +29,9 @@ def _no_listing_cache(settings):
     settings.OGPANEL_LIST_CACHE_SECONDS = 0
 
 
-def watch(sub: Subaccount, **options) -> policy.BreachReport:
+def watch(sub: Subaccount, **options) -> breaches.BreachReport:
     """What the trip watch does after each successful listing of a subaccount."""
-    return policy.record_breaches(sub, selectors.listing(sub, fresh=True), **options)
+    return breaches.record_breaches(sub, selectors.listing(sub, fresh=True), **options)
 
 
 def breach_events(action: str = "policy_breach") -> list[AuditEvent]:
@@ -133,7 +133,7 @@ def test_a_failed_remediation_is_tried_again_later_not_at_every_poll(sim, kalshi
     failed = watch(sub)
     soon = watch(sub)
     row = PolicyBreach.objects.get()
-    later = watch(sub, now=row.remediation_tried_at + policy.REMEDIATION_RETRY + timedelta(seconds=1))
+    later = watch(sub, now=row.remediation_tried_at + breaches.REMEDIATION_RETRY + timedelta(seconds=1))
 
     assert failed.remediated[0].startswith("Remediation failed:") and soon.remediated == []
     assert later.remediated[0].startswith("Remediation failed:")
@@ -203,16 +203,16 @@ groups = st.lists(
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(found=groups, rules=rules)
 def test_breaches_are_exactly_the_groups_above_the_ceiling_and_a_missing_active_group(found, rules):
-    breaches = policy.breaches_in(7, found, rules)
+    found_breaches = breaches.breaches_in(7, found, rules)
 
-    above = [b for b in breaches if b.kind == Kind.ABOVE_CEILING]
+    above = [b for b in found_breaches if b.kind == Kind.ABOVE_CEILING]
     assert [b.order_group_id for b in above] == [
         g.id for g in found if rules.ceiling is not None and (g.contracts_limit or 0) > rules.ceiling
     ]
     assert all(b.contracts_limit > b.ceiling == rules.ceiling and b.subaccount == 7 for b in above)
-    missing = [b for b in breaches if b.kind == Kind.NO_ACTIVE_GROUP]
+    missing = [b for b in found_breaches if b.kind == Kind.NO_ACTIVE_GROUP]
     assert len(missing) == (1 if rules.require_active_group and not any(not g.triggered for g in found) else 0)
-    assert len({b.key for b in breaches}) == len(breaches)  # one breach per group and kind
+    assert len({b.key for b in found_breaches}) == len(found_breaches)  # one breach per group and kind
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)

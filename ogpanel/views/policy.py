@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_safe
 
-from ogpanel import permissions, policy, policy_file, selectors
+from ogpanel import breaches, permissions, policy, policy_file, selectors
 from ogpanel.models import PolicyBreach
 from ogpanel.permissions import Action, require
 from ogpanel.policy_forms import PolicyForm
@@ -27,7 +27,7 @@ class _Row:
     label: str
     configured: bool
     effective: policy.Effective
-    breaches: list[policy.Breach]
+    found: list[breaches.Breach]  # what the groups as listed now break
     recorded: dict[tuple[str, str], PolicyBreach]  # open breaches the trip watch recorded, by Breach.key
     problem: str = ""  # why the groups could not be read
 
@@ -48,7 +48,7 @@ def _rows(user) -> list[_Row]:
     rows = []
     for n in numbers:
         listing = listings.get(n)
-        found = policy.breaches_in(n, listing.groups, effective[n].rules) if listing and listing.ok else []
+        found = breaches.breaches_in(n, listing.groups, effective[n].rules) if listing and listing.ok else []
         sub = configured.get(n)
         rows.append(
             _Row(
