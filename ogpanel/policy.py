@@ -6,10 +6,10 @@ active group, which actions need a second person (FOUR_EYES), and an optional re
 breach. Versions are appended and never changed (PolicyVersion); `policy_set` is the one writer,
 audited as "policy_change". With no version at all there is no policy and the panel behaves as
 before: four eyes start when an admin sets a policy.
-Breaches seen at the exchange are breaches.py's.
+
+Breaches seen at the exchange (and their remediation) are breaches.py's.
 """
 
-import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -18,8 +18,6 @@ from django.db.models import Q
 from ogpanel import audit
 from ogpanel.audit import Actor
 from ogpanel.models import AuditEvent, PolicyVersion
-
-logger = logging.getLogger(__name__)
 
 Outcome = AuditEvent.Outcome
 AboveCeiling = PolicyVersion.AboveCeiling
@@ -35,7 +33,7 @@ FOUR_EYES = {
     "mapping": "map or unmap a subaccount",
     "policy": "loosen the policy",
 }
-# Stronger remediations come later: moving down this list loosens the policy.
+# Weakest first: changing to an earlier remediation loosens the policy.
 REMEDIATION_ORDER = (Remediation.OFF, Remediation.LOWER_LIMIT, Remediation.TRIGGER)
 
 
