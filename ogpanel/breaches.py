@@ -129,6 +129,25 @@ def _policy_url() -> str:
     return public + reverse("policy") if public else ""
 
 
+def _observed(subaccount: Subaccount, action: str, order_group_id: str, params: dict, within) -> bool:
+    """Append what the policy saw, with `within`'s rows; False when another recorder was first."""
+    try:
+        audit.append(
+            SYSTEM,
+            action=action,
+            outcome=Outcome.OBSERVED,
+            subaccount=subaccount.number,
+            order_group_id=order_group_id,
+            environment=subaccount.credential.environment,
+            api_key_id=subaccount.credential.key_id,
+            params=params,
+            within=within,
+        )
+    except _AlreadyRecorded:
+        return False
+    return True
+
+
 def _open(subaccount: Subaccount, breach: Breach, observed_at: datetime) -> bool:
     def within(event: AuditEvent) -> None:
         if PolicyBreach.objects.filter(
@@ -177,19 +196,7 @@ def _open(subaccount: Subaccount, breach: Breach, observed_at: datetime) -> bool
     params = {"breach": breach.kind, "observed_at": observed_at.isoformat(), "text": breach.text}
     if breach.ceiling is not None:
         params.update(contracts_limit=breach.contracts_limit, ceiling=breach.ceiling)
-    try:
-        audit.append(
-            SYSTEM,
-            action="policy_breach",
-            outcome=Outcome.OBSERVED,
-            subaccount=breach.subaccount,
-            order_group_id=breach.order_group_id,
-            environment=subaccount.credential.environment,
-            api_key_id=subaccount.credential.key_id,
-            params=params,
-            within=within,
-        )
-    except _AlreadyRecorded:
+    if not _observed(subaccount, "policy_breach", breach.order_group_id, params, within):
         return False
     logger.warning("policy: %s", breach.text)
     return True
@@ -201,19 +208,8 @@ def _clear(subaccount: Subaccount, row: PolicyBreach, observed_at: datetime) -> 
         if not cleared.update(cleared_at=observed_at, cleared_seq=event.seq):
             raise _AlreadyRecorded
 
-    try:
-        audit.append(
-            SYSTEM,
-            action="policy_breach_cleared",
-            outcome=Outcome.OBSERVED,
-            subaccount=row.subaccount,
-            order_group_id=row.order_group_id,
-            environment=subaccount.credential.environment,
-            api_key_id=subaccount.credential.key_id,
-            params={"breach": row.kind, "observed_at": observed_at.isoformat(), "opened_seq": row.opened_seq},
-            within=within,
-        )
-    except _AlreadyRecorded:
+    params = {"breach": row.kind, "observed_at": observed_at.isoformat(), "opened_seq": row.opened_seq}
+    if not _observed(subaccount, "policy_breach_cleared", row.order_group_id, params, within):
         return False
     logger.info("policy: breach %s on subaccount %s cleared", row.kind, row.subaccount)
     return True
