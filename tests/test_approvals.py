@@ -223,6 +223,8 @@ def test_tightening_actions_never_wait(sim, subaccounts, operator, administrator
     set_policy(ceiling=1000)  # every four-eyes action named, a ceiling too
     trigger_me, sweep_me, lower_me = sim.create_group(1, 10), sim.create_group(2, 10), sim.create_group(1, 500)
     ops, admin = signed_in(operator), signed_in(administrator)
+    form = ops.get(reverse("group_trigger", args=[1, trigger_me])).content.decode()
+    assert "second person" not in form and "ceiling" not in form  # nothing to warn about
 
     triggered = ops.post(reverse("group_trigger", args=[1, trigger_me]), {"reason": "stop"})
     swept = ops.post(

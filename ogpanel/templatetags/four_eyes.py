@@ -40,7 +40,7 @@ def four_eyes_notice(context, kind: str, subaccounts=None, reason_field: bool = 
     if kind not in approvals.KINDS:
         return {}
     numbers = _numbers(subaccounts)
-    shown: dict = {"minutes": settings.OGPANEL_APPROVAL_MINUTES, "raising": kind == "update_limit", "ceiling": None}
+    shown: dict = {"minutes": settings.OGPANEL_APPROVAL_MINUTES, "raising": kind == "update_limit"}
     if kind == "update_limit" and len(numbers) == 1:
         rules = policy.rules_for(numbers[0])
         shown.update(subaccount=numbers[0], ceiling=rules.ceiling, above_ceiling=rules.above_ceiling)
