@@ -68,6 +68,9 @@ class Actor:
     request_id: str = ""
     client_ip: str = ""
     user_agent: str = ""
+    # An action a second person approved (approvals.py): {"approval_request": id, "requested_by": name,
+    # "approved_by": name}, merged into every event's params, so the chain's canonical form is unchanged.
+    approval: dict | None = None
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> "Actor":
@@ -219,6 +222,8 @@ def _values(actor: Actor, action: str, outcome: str, fields: dict) -> dict:
     if unknown:
         raise TypeError(f"unknown audit fields: {sorted(unknown)}")
     values.update(fields)
+    if actor.approval:
+        values["params"] = {**values["params"], **actor.approval}
     # Store exactly what a later read gives back, so the hash recomputes from the row.
     values["params"] = json.loads(json.dumps(values["params"], default=str))
     return _fit(values)

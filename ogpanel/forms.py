@@ -85,6 +85,7 @@ class GroupCreateForm(forms.Form):
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
         help_text="0 unless the exchange says otherwise; it is the only shard today.",
     )
+    reason = _reason_field(required=False)
 
     def __init__(self, *args, subaccounts: list[Subaccount], **kwargs) -> None:
         super().__init__(*args, **kwargs)

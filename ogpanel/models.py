@@ -309,3 +309,162 @@ class SweepGroup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_group_id} in sweep target {self.target_id}"
+
+
+# --- policy and four eyes (policy.py, approvals.py, notices.py) ----------------------------------
+
+
+class PolicyVersion(models.Model):
+    """One version of a subaccount's risk policy (no subaccount: the firm-wide default). Never changed once written.
+
+    The newest version of a subaccount is its policy, unless it says to follow the default; with
+    no version at all the default applies, and with no default either there is no policy.
+    """
+
+    class AboveCeiling(models.TextChoices):
+        REFUSE = "refuse", "Refused"
+        APPROVE = "approve", "Allowed with a second person's approval"
+
+    class Remediation(models.TextChoices):
+        OFF = "off", "Off"
+        LOWER_LIMIT = "lower_limit", "Lower the limit back to the ceiling"
+        TRIGGER = "trigger", "Trigger the group"
+
+    subaccount = models.PositiveSmallIntegerField(null=True, blank=True)
+    version = models.PositiveIntegerField()
+    follows_default = models.BooleanField(default=False)
+    contracts_limit_ceiling = models.PositiveIntegerField(null=True, blank=True)
+    above_ceiling = models.CharField(max_length=20, choices=AboveCeiling.choices, default=AboveCeiling.REFUSE)
+    require_active_group = models.BooleanField(default=False)
+    # The four-eyes names (policy.FOUR_EYES) of the actions that need a second person.
+    four_eyes = models.JSONField(default=list, blank=True)
+    remediation = models.CharField(max_length=20, choices=Remediation.choices, default=Remediation.OFF)
+    set_at = models.DateTimeField()
+    set_by = models.CharField(max_length=150)
+    approved_by = models.CharField(max_length=150, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["subaccount", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subaccount", "version"],
+                condition=models.Q(subaccount__isnull=False),
+                name="policy_version_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["version"], condition=models.Q(subaccount__isnull=True), name="policy_default_version_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = "default" if self.subaccount is None else f"subaccount {self.subaccount}"
+        return f"policy of {where}, version {self.version}"
+
+
+class ApprovalRequest(models.Model):
+    """An action waiting for a second person (maker-checker). Written only by approvals.py."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved, running"  # claimed by its approver; the action is under way
+        EXECUTED = "executed", "Approved and executed"
+        FAILED = "failed", "Approved, but the action failed"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Withdrawn"
+
+    # Bound into the encrypted secret as associated data, like Credential.uuid.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=40)  # approvals.KINDS
+    subaccount = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Every subaccount the action touches: an approver's scope must hold them all.
+    subaccounts = models.JSONField(default=list, blank=True)
+    order_group_id = models.CharField(max_length=100, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    # A private key a credential change brings, encrypted (vault.py); emptied once the request is decided.
+    secret = models.TextField(blank=True, editable=False)
+    reason = models.TextField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_username = models.CharField(max_length=150)
+    requested_at = models.DateTimeField()
+    filed_seq = models.BigIntegerField(null=True, blank=True)  # the "request_filed" audit event
+    expires_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by_username = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)  # the approver's or rejecter's words
+    result = models.TextField(blank=True)  # what running the action did, in words
+
+    class Meta:
+        ordering = ["-requested_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"request #{self.pk}: {self.kind} ({self.status})"
+
+
+class PolicyBreach(models.Model):
+    """A breach of the policy seen at the exchange, open until a listing shows it fixed."""
+
+    class Kind(models.TextChoices):
+        ABOVE_CEILING = "above_ceiling", "Limit above the ceiling"
+        NO_ACTIVE_GROUP = "no_active_group", "No active order group"
+
+    subaccount = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    order_group_id = models.CharField(max_length=100, blank=True)
+    contracts_limit = models.PositiveIntegerField(null=True, blank=True)
+    ceiling = models.PositiveIntegerField(null=True, blank=True)
+    opened_at = models.DateTimeField()
+    opened_seq = models.BigIntegerField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_seq = models.BigIntegerField(null=True, blank=True)
+    # The optional remediation (breaches.record_breaches): when it last ran, whether it worked, what it did.
+    remediation_tried_at = models.DateTimeField(null=True, blank=True)
+    remediation_ok = models.BooleanField(null=True, blank=True)
+    remediation = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["subaccount", "-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subaccount", "kind", "order_group_id"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="policy_breach_open_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on subaccount {self.subaccount} {self.order_group_id}".rstrip()
+
+
+class Notice(models.Model):
+    """The outbox of alerts about requests waiting for approval and policy breaches (notices.py).
+
+    Written in the same transaction as the audit event it announces, like TripAlert.
+    """
+
+    event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="notice")
+    kind = models.CharField(max_length=40)  # request_pending, policy_breach
+    subaccount = models.PositiveSmallIntegerField(null=True, blank=True)
+    title = models.CharField(max_length=300)
+    text = models.TextField()
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    webhook_sent_at = models.DateTimeField(null=True, blank=True)
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title

@@ -36,6 +36,10 @@ class Action(StrEnum):
     EXPORT_AUDIT = "export_audit"
     MANAGE_CREDENTIALS = "manage_credentials"
     MANAGE_USERS = "manage_users"
+    # Policy and four eyes (policy.py, approvals.py).
+    VIEW_POLICY = "view_policy"
+    MANAGE_POLICY = "manage_policy"
+    APPROVE = "approve"
 
 
 MIN_ROLE: dict[Action, Role] = {
@@ -50,6 +54,9 @@ MIN_ROLE: dict[Action, Role] = {
     Action.EXPORT_AUDIT: Role.ADMIN,
     Action.MANAGE_CREDENTIALS: Role.ADMIN,
     Action.MANAGE_USERS: Role.ADMIN,
+    Action.VIEW_POLICY: Role.VIEWER,
+    Action.MANAGE_POLICY: Role.ADMIN,
+    Action.APPROVE: Role.OPS,
 }
 
 ROLE_NAMES = {role.label: role for role in Role if role is not Role.NONE}
@@ -97,6 +104,19 @@ def can(user, action: Action, subaccount: int | None = None) -> bool:
     if role_of(user) < MIN_ROLE[action]:
         return False
     return subaccount is None or in_scope(user, subaccount)
+
+
+def in_scope_all(user, subaccounts: Iterable[int]) -> bool:
+    """Every one of these subaccounts is in the user's scope (vacuously true for none)."""
+    scope = scope_of(user)
+    return scope is None or all(number in scope for number in subaccounts)
+
+
+def may_approve(user, *, requester_id: int | None, action: Action, subaccounts: Iterable[int]) -> bool:
+    """The four-eyes rule: never the requester; the role `action` needs; every subaccount it touches in scope."""
+    if not user.is_authenticated or user.pk == requester_id:
+        return False
+    return can(user, Action.APPROVE) and can(user, action) and in_scope_all(user, subaccounts)
 
 
 def allowed_actions(user) -> dict[str, bool]:

@@ -26,12 +26,12 @@ def _group_fields(subaccount: Subaccount, order_group_id: str = "", **fields) ->
 
 
 def ordergroup_create(
-    *, actor: Actor, subaccount: Subaccount, contracts_limit: int, exchange_index: int = 0
+    *, actor: Actor, subaccount: Subaccount, contracts_limit: int, exchange_index: int = 0, reason: str = ""
 ) -> CreatedOrderGroup:
     """POST /portfolio/order_groups/create. Never retried: on doubt, list the subaccount to reconcile."""
     params = {"contracts_limit": contracts_limit, "exchange_index": exchange_index}
     try:
-        with audit.attempt(actor, "create", **_group_fields(subaccount, params=params)) as pending:
+        with audit.attempt(actor, "create", reason=reason, **_group_fields(subaccount, params=params)) as pending:
             created = exchange.client_for(subaccount.credential).create_order_group(
                 contracts_limit, subaccount=subaccount.number, exchange_index=exchange_index
             )

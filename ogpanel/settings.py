@@ -349,6 +349,7 @@ LOGGING["loggers"] = {"ogpanel.request": {"level": "INFO"}}  # the request lines
 # Error reports to Sentry when set (send_default_pii off, key material scrubbed: error_reports.py).
 SENTRY_DSN = env_str("SENTRY_DSN")
 SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
+
 # --- kill switch sweeps (sweeps.py, jobs.py; manage.py run_sweeps) ----------------------------------
 # A sweep's runner renews its lease this often over; a lease this old means the runner died.
 OGPANEL_SWEEP_LEASE_SECONDS = env_float("OGPANEL_SWEEP_LEASE_SECONDS", 10.0, minimum=1.0)
@@ -357,3 +358,7 @@ OGPANEL_SWEEP_POLL_SECONDS = env_float("OGPANEL_SWEEP_POLL_SECONDS", 1.0, minimu
 # The panel process that takes the kill switch POST starts the sweep at once, in a thread of its own;
 # 0 leaves every sweep to the worker (it starts within OGPANEL_SWEEP_POLL_SECONDS).
 OGPANEL_SWEEPS_IN_PANEL = env_bool("OGPANEL_SWEEPS_IN_PANEL", True)
+
+# --- policy and four eyes (policy.py, approvals.py) ----------------------------------------------
+# A request for a second person's approval expires after this many minutes.
+OGPANEL_APPROVAL_MINUTES = env_int("OGPANEL_APPROVAL_MINUTES", 15, minimum=1)

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import path
 
 from ogpanel.views import accounts, audit, credentials, groups, health, kill_switch, metrics
+from ogpanel.views import policy as policy_views
+from ogpanel.views import requests as request_views
 
 urlpatterns = [
     path("", groups.dashboard, name="dashboard"),
@@ -24,6 +26,16 @@ urlpatterns = [
     path("credentials/<int:pk>/remove/", credentials.credential_remove, name="credential_remove"),
     path("credentials/<int:pk>/test/", credentials.credential_test, name="credential_test"),
     path("subaccounts/", credentials.subaccount_list, name="subaccounts"),
+    # Policy and four eyes.
+    path("policy/", policy_views.policy_page, name="policy"),
+    path("policy/export.json", policy_views.policy_export, name="policy_export"),
+    path("policy/default/", policy_views.policy_edit, name="policy_edit_default"),
+    path("policy/<int:subaccount>/", policy_views.policy_edit, name="policy_edit"),
+    path("requests/", request_views.request_list, name="requests"),
+    path("requests/<int:pk>/", request_views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/approve/", request_views.request_approve, name="request_approve"),
+    path("requests/<int:pk>/reject/", request_views.request_reject, name="request_reject"),
+    path("requests/<int:pk>/cancel/", request_views.request_cancel, name="request_cancel"),
     path("accounts/login/", accounts.login, name="login"),
     path("accounts/logout/", accounts.logout, name="logout"),
     path("accounts/2fa/setup/", accounts.otp_setup, name="otp_setup"),

@@ -22,7 +22,7 @@ from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, Subacc
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
 from ogpanel.permissions import Action, require
-from ogpanel.views import accounts
+from ogpanel.views import accounts, four_eyes
 from ogpanel.views.common import actor, done, error_response, render_page, wants_fragment
 
 
@@ -59,6 +59,8 @@ def credential_create(request: HttpRequest) -> HttpResponse:
         form = CredentialForm(request.POST, request.FILES)
         if form.is_valid() and accounts.confirm_identity(request, form):
             data = form.cleaned_data
+            if (held := four_eyes.hold_credential_create(request, data)) is not None:
+                return held
             credential = services.credential_create(
                 actor=actor(request),
                 label=data["label"],
@@ -118,6 +120,11 @@ def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = KeyForm(request.POST, request.FILES)
         if form.is_valid() and accounts.confirm_identity(request, form):
+            held = four_eyes.hold_credential_rotate(
+                request, credential, form.cleaned_data["key_id"], form.cleaned_data["private_key_pem"]
+            )
+            if held is not None:
+                return held
             services.credential_rotate(
                 actor=actor(request),
                 credential=credential,
@@ -150,6 +157,8 @@ def credential_remove(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         form = RemoveForm(request.POST, in_use=in_use)
         if form.is_valid() and accounts.confirm_identity(request, form):
+            if (held := four_eyes.hold_credential_remove(request, credential)) is not None:
+                return held
             label = credential.label
             services.credential_remove(actor=actor(request), credential=credential)
             unmapped = f"; unmapped {subaccounts_phrase(in_use)}" if in_use else ""
@@ -274,6 +283,8 @@ def subaccount_list(request: HttpRequest) -> HttpResponse:
         context["row"] = next(row for row in context["rows"] if row["number"] == number)
         return render_page(request, "ogpanel/subaccounts.html", context, fragment="row", status=400)
     data = form.cleaned_data
+    if (held := four_eyes.hold_mapping(request, data)) is not None:
+        return held
     if data["op"] == "assign":
         subaccount = services.subaccount_assign(
             actor=actor(request), number=number, credential=data["credential"], label=data["label"]

@@ -35,7 +35,7 @@ from ogpanel.kalshi import (
 )
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
-from ogpanel.views import common
+from ogpanel.views import common, four_eyes
 from ogpanel.watch_health import watch_health
 
 # Sent with every successful change; the dashboard table and the group panel reload on it.
@@ -247,6 +247,9 @@ def _confirmed(request: HttpRequest, action: Action, subaccount: int, group_id: 
         return _with_current_state(request, template, context)
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="panel", status=400)
+    held = four_eyes.hold_group_action(request, action, target, group_id, form.cleaned_data["reason"])
+    if held is not None:
+        return held
     try:
         operation.run(
             actor=common.actor(request), subaccount=target, order_group_id=group_id, reason=form.cleaned_data["reason"]
@@ -305,12 +308,18 @@ def group_create(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return common.render_page(request, template, context, fragment="panel", status=400)
     target, limit = form.cleaned_data["subaccount"], form.cleaned_data["contracts_limit"]
+    held = four_eyes.hold_create(
+        request, target, limit, form.cleaned_data["exchange_index"], form.cleaned_data["reason"]
+    )
+    if held is not None:
+        return held
     try:
         created = services.ordergroup_create(
             actor=common.actor(request),
             subaccount=target,
             contracts_limit=limit,
             exchange_index=form.cleaned_data["exchange_index"],
+            reason=form.cleaned_data["reason"],
         )
     except KalshiError as exc:
         form.add_error(None, exc.operator_message)
@@ -357,6 +366,9 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
     limit = form.cleaned_data["contracts_limit"]
     try:
         previous = _previous_limit(target, group_id)
+        held = four_eyes.hold_limit(request, target, group_id, limit, previous, form.cleaned_data["reason"])
+        if held is not None:
+            return held
         services.ordergroup_update_limit(
             actor=common.actor(request),
             subaccount=target,

@@ -25,7 +25,7 @@ from ogpanel import jobs, permissions, selectors, sweep_progress, sweeps
 from ogpanel.forms import KillSwitchForm, SweepNoteForm
 from ogpanel.models import Subaccount, Sweep
 from ogpanel.permissions import Action
-from ogpanel.views import accounts, common
+from ogpanel.views import accounts, common, four_eyes
 from ogpanel.views.groups import GROUPS_CHANGED
 
 TEMPLATE = "ogpanel/kill_switch.html"
@@ -124,6 +124,10 @@ def _start(request: HttpRequest, subaccounts: list[Subaccount]) -> HttpResponse:
             return redirect_to_login(request.get_full_path())
         context["reauth_needed"] = True
         return common.render_page(request, TEMPLATE, context, fragment="console", status=403)
+    if not form.triggering:  # a reset loosens risk: the policy may make it wait for a second person
+        held = four_eyes.hold_kill_switch_reset(request, form.cleaned_data["targets"], form.cleaned_data["reason"])
+        if held is not None:
+            return held
     started = jobs.kill_switch(
         actor=common.actor(request),
         subaccounts=form.cleaned_data["targets"],
