@@ -74,7 +74,7 @@ def panel(tmp_path_factory):
                 try:
                     if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # up, but not answering yet
                     pass
                 assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.1)
