@@ -4,6 +4,7 @@ Every helper below fails loudly on a value it cannot parse: a typo in a
 deployment's environment should stop the process, not quietly fall back.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -106,8 +107,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "ogpanel.middleware.RequestBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "ogpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
@@ -118,6 +120,7 @@ MIDDLEWARE = [
     "ogpanel.middleware.HtmxLoginRedirectMiddleware",
     "ogpanel.middleware.IdleSessionMiddleware",
     "ogpanel.middleware.SecondFactorMiddleware",
+    "ogpanel.middleware.NoStoreMiddleware",
 ]
 
 ROOT_URLCONF = "ogpanel.urls"
@@ -302,3 +305,32 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
+
+# --- security: error reports, proxies, audit checkpoints ----------------------------------------
+# Error pages (DEBUG included), mailed error reports and log lines never carry key material.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ogpanel.redaction.KeyFilter"
+DEFAULT_EXCEPTION_REPORTER = "ogpanel.redaction.KeyRedactingReporter"
+LOGGING["filters"] = {"redact": {"()": "ogpanel.redaction.LogFilter"}}
+LOGGING["handlers"]["console"]["filters"] = ["redact"]
+
+
+def env_networks(name: str, default: str) -> list[str]:
+    """Comma-separated addresses or CIDRs (10.0.0.0/8, ::1), each checked."""
+    networks = env_list(name, default)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not an IP address or CIDR") from None
+    return networks
+
+
+# The proxies in front of the panel: X-Forwarded-For and X-Request-ID are believed only from them.
+OGPANEL_TRUSTED_PROXY_ADDRESSES = env_networks("OGPANEL_TRUSTED_PROXY_ADDRESSES", "127.0.0.1,::1")
+# Audit checkpoints (ogpanel/checkpoints.py): an HMAC key kept out of the database, like the
+# encryption keys ("id:base64key" entries, newest first, or a file of them), and where they are written.
+OGPANEL_AUDIT_CHECKPOINT_KEYS = env_str("OGPANEL_AUDIT_CHECKPOINT_KEYS")
+OGPANEL_AUDIT_CHECKPOINT_KEY_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_KEY_FILE")
+OGPANEL_AUDIT_CHECKPOINT_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_FILE", str(VAR_DIR / "audit-checkpoints.jsonl"))
+# How often a running watcher (or `manage.py audit_checkpoint --every`) writes one, in seconds.
+OGPANEL_AUDIT_CHECKPOINT_SECONDS = env_float("OGPANEL_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0)
