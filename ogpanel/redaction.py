@@ -13,7 +13,7 @@ showed a posted PEM whole. Here, whatever the mode:
 - `LogFilter` (on the console handler) does the same for log lines, and keeps a refused request
   (4xx) to one line: its traceback tells a reader nothing the line does not.
 
-"Looks like a key": a PEM block however it is quoted (real line breaks, or "\\n" in a repr), with
+"Looks like a key": a PEM block however it is quoted (real line breaks, "\\n" in a repr, "%0A" in a URL), with
 its body even where the END line was cut off; or a run of 64 base64 characters mixing upper and
 lower case and digits, which is what a PEM body line is and what no hash, id or word is. Written
 here rather than taken from a library: the scrubbers that exist (Sentry's, structlog processors)
@@ -27,7 +27,10 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 REDACTED = "[key material removed]"
 SENSITIVE_NAME = re.compile(r"private_key|passw|secret|token|reauth|otp", re.IGNORECASE)
-_PEM = re.compile(r"-----BEGIN[^-\r\n]{0,60}-----(?:\\[rn]|[A-Za-z0-9+/=\s])*(?:-----END[^-\r\n]{0,60}-----)?")
+# The body runs on through "\n" escapes (a repr) and "%0A"-style ones (a URL).
+_PEM = re.compile(
+    r"-----BEGIN[^-\r\n]{0,60}-----(?:\\[rn]|[A-Za-z0-9+/=%\s])*(?:-----END[^-\r\n]{0,60}-----(?:\\[rn])*)?"
+)
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{64,}")
 
 
@@ -57,22 +60,19 @@ class KeyFilter(SafeExceptionReporterFilter):
 
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)  # recurses into containers through this method
-        if isinstance(cleansed, str):
-            return redact(cleansed)
-        if isinstance(cleansed, bytes) and looks_like_key(cleansed):
-            return REDACTED
-        return cleansed
+        return REDACTED if isinstance(cleansed, str | bytes) and looks_like_key(cleansed) else cleansed
 
     def get_post_parameters(self, request):
         try:
-            return self._cleanse_fields(super().get_post_parameters(request))
+            return self.cleanse_fields(super().get_post_parameters(request))
         except Exception:  # a body that cannot be parsed (the error being reported, maybe) shows as nothing
             return {}
 
     def get_cleansed_multivaluedict(self, request, multivaluedict):
-        return self._cleanse_fields(super().get_cleansed_multivaluedict(request, multivaluedict))
+        return self.cleanse_fields(super().get_cleansed_multivaluedict(request, multivaluedict))
 
-    def _cleanse_fields(self, fields):
+    def cleanse_fields(self, fields):
+        """A copy of a QueryDict (or dict) with sensitive or key-like values replaced."""
         if not fields:
             return fields
         cleansed = fields.copy()
@@ -95,12 +95,20 @@ class KeyFilter(SafeExceptionReporterFilter):
             text = repr(value)
         except Exception:  # the report shows the failing repr as Django would
             return value
-        redacted = redact(text)
-        return value if redacted == text else redacted
+        # The whole value: a list of a key's lines, say, holds short lines that look like nothing.
+        return REDACTED if looks_like_key(text) else value
 
 
 class KeyRedactingReporter(ExceptionReporter):
-    """Django's reporter; whatever it produced is passed through `redact` once more."""
+    """Django's reporter, with the query string filtered like the form, and whatever it produced passed
+    through `redact` once more (pprint cuts a long value into one literal per line, which `redact` alone
+    could not piece together again)."""
+
+    def get_traceback_data(self) -> dict:
+        data = super().get_traceback_data()
+        if self.request is not None and isinstance(self.filter, KeyFilter):
+            data["request_GET_items"] = self.filter.cleanse_fields(self.request.GET).items()
+        return data
 
     def get_traceback_html(self) -> str:
         return redact(super().get_traceback_html())
