@@ -6,7 +6,7 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN SECRET_KEY=collectstatic-only OGPANEL_ENCRYPTION_KEYS= python manage.py collectstatic --no-input
-RUN useradd --system --home /app ogpanel
+RUN useradd --system --home /app ogpanel && install -d -o ogpanel /var/lib/ogpanel/checkpoints
 USER ogpanel
 EXPOSE 8000
 CMD ["gunicorn", "ogpanel.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--timeout", "60", "--access-logfile", "-"]
