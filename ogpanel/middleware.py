@@ -3,7 +3,7 @@ import re
 import uuid
 from functools import lru_cache
 from http import HTTPStatus
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from django.conf import settings
 from django.contrib.auth import logout as auth_logout
@@ -21,6 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_otp import user_has_device
 
 from ogpanel.permissions import Role, role_of
+from ogpanel.redaction import looks_like_key
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -186,7 +187,7 @@ def second_factor_step(user) -> str | None:
     return None
 
 
-# --- hostile input and caching (the body, the slash-less POST, empty refusals, no-store) --------
+# --- hostile input and caching (bodies, addresses, the slash-less POST, empty refusals, no-store) ----
 
 # Marked before any view runs, so that an error report of anything (a middleware, a URL that does
 # not resolve) hides them; views add their own. redaction.KeyFilter also hides them by name and value.
@@ -201,13 +202,15 @@ _UNREADABLE = {
 _REFUSALS = {400: "Bad request.", 403: "You are not allowed to do this.", 404: "Not found."}
 
 
-class RequestBodyMiddleware:
-    """A POST body the panel cannot read is refused before anything reads it, with a 400 that says why.
+class HostileInputMiddleware:
+    """A request the panel cannot read, or should not, is refused before anything reads it: a 400 that says why.
 
-    The CSRF check reads every POST's form; Django raises from there for a body it cannot parse,
-    and for a form declaring another charset than UTF-8 its own 400 page parses it again and fails
-    (a 500 without security headers, on any URL, signed in or not). A malformed multipart body was
-    a 400 logged with a traceback. Here it is a 400 with a message and one log line.
+    - A POST body that does not parse. The CSRF check reads every POST's form; Django raises from
+      there for a body it cannot parse, and for a form declaring another charset than UTF-8 its own
+      400 page parses it again and fails (a 500 without security headers, on any URL, signed in or
+      not). A malformed multipart body was a 400 logged with a traceback.
+    - An address carrying key material: redirects (to sign in, to add a slash) and DEBUG's 404
+      page would send it back, and access logs would keep it. Keys go in the credential form only.
 
     It also gives a refusal that has no body (a 405 from require_http_methods) a message.
     """
@@ -217,7 +220,8 @@ class RequestBodyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.sensitive_post_parameters = SENSITIVE_POST_PARAMETERS
-        if request.method == "POST" and (problem := self.unreadable(request)):
+        problem = self.key_in_address(request) or (request.method == "POST" and self.unreadable(request))
+        if problem:
             response = _refusal(request, 400, problem)
             log_response("Bad Request (%s): %s", problem, request.path, response=response, request=request)
             return response
@@ -229,7 +233,14 @@ class RequestBodyMiddleware:
                 message = f"This address does not take {request.method} requests."
             response.content = _message_page(request, status, message)
             response["Content-Type"] = "text/html; charset=utf-8"
+            if response.has_header("Content-Length"):  # set by CommonMiddleware, for the empty body
+                response["Content-Length"] = str(len(response.content))
         return response
+
+    @staticmethod
+    def key_in_address(request: HttpRequest) -> str:
+        address = request.path + "?" + unquote_plus(request.META.get("QUERY_STRING", ""), errors="replace")
+        return "The address carries what looks like a private key." if looks_like_key(address) else ""
 
     @staticmethod
     def unreadable(request: HttpRequest) -> str:

@@ -107,7 +107,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "ogpanel.middleware.RequestBodyMiddleware",
+    "ogpanel.middleware.HostileInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "ogpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -310,8 +310,32 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
 # Error pages (DEBUG included), mailed error reports and log lines never carry key material.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "ogpanel.redaction.KeyFilter"
 DEFAULT_EXCEPTION_REPORTER = "ogpanel.redaction.KeyRedactingReporter"
-LOGGING["filters"] = {"redact": {"()": "ogpanel.redaction.LogFilter"}}
+LOGGING["filters"] = {
+    "redact": {"()": "ogpanel.redaction.LogFilter"},
+    "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+}
 LOGGING["handlers"]["console"]["filters"] = ["redact"]
+# Django's own handlers, restated: its DEBUG-only console printed each django.* record a second
+# time (a refusal's traceback included) and runserver's request lines carry the query string.
+LOGGING["formatters"]["django.server"] = {
+    "()": "django.utils.log.ServerFormatter",
+    "format": "[{server_time}] {message}",
+    "style": "{",
+}
+LOGGING["handlers"]["django.server"] = {
+    "class": "logging.StreamHandler",
+    "formatter": "django.server",
+    "filters": ["redact"],
+}
+LOGGING["handlers"]["mail_admins"] = {
+    "level": "ERROR",
+    "filters": ["require_debug_false"],
+    "class": "django.utils.log.AdminEmailHandler",
+}
+LOGGING["loggers"] = {
+    "django": {"handlers": ["mail_admins"], "level": "INFO"},
+    "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+}
 
 
 def env_networks(name: str, default: str) -> list[str]:

@@ -14,13 +14,14 @@ import sys
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core import mail
 from django.core.signals import got_request_exception
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.views.debug import get_default_exception_reporter_filter
 
-from ogpanel import credential_forms
+from ogpanel import audit, credential_forms
 from ogpanel.models import AuditEvent, Credential
 from ogpanel.redaction import REDACTED, KeyRedactingReporter, redact
 from tests.leaks import assert_no_key_material, body_pieces
@@ -120,6 +121,7 @@ def test_a_refusal_without_a_body_gets_a_message(as_operator):
 
     assert response.status_code == 405 and response["Allow"] == "GET, POST"
     assert "This address does not take PUT requests." in response.content.decode()
+    assert response["Content-Length"] == str(len(response.content))
 
 
 # --- the slash-less POST -------------------------------------------------------------------------
@@ -261,18 +263,18 @@ def test_a_create_that_loses_the_race_for_its_label_is_a_form_error(
 def test_a_crash_with_a_key_in_every_part_of_the_request_shows_none_of_it(
     settings, admin_client, sim, rsa_pem, console, debug
 ):
-    """The query string, a header, a cookie, a setting, the form and the frames: the debug page and the
-    mailed report keep their facts and lose every piece of the key."""
+    """A header, a cookie, a setting, the form and the frames: the debug page and the mailed report keep
+    their facts and lose every piece of the key."""
     settings.DEBUG = debug
     settings.ADMINS = ["ops@example.com"]
     settings.OGPANEL_ENCRYPTION_KEYS = ""  # a broken deployment: saving the key crashes in the vault
     settings.OGPANEL_NOTE = rsa_pem.decode()
     pem = rsa_pem.decode()
     admin_client.cookies["note"] = pem.replace("\n", "")[30:200]
-    url = reverse("credential_create") + "?note=" + quote(pem, safe="")
-
     response = admin_client.post(
-        url, create_form(sim, rsa_pem, note=pem), headers={**csrf(admin_client), "X-Note": pem.replace("\n", " ")}
+        reverse("credential_create"),
+        create_form(sim, rsa_pem, note=pem),
+        headers={**csrf(admin_client), "X-Note": pem.replace("\n", " ")},
     )
 
     assert response.status_code == 500
@@ -305,11 +307,44 @@ def test_the_filter_is_on_in_debug_and_hides_by_name_and_by_value(settings, rsa_
 
 
 def test_the_reporter_redacts_what_no_filter_saw(rsa_pem):
+    """An exception's message, and the query string (which HostileInputMiddleware refuses first anyway)."""
+    request = RequestFactory().get("/credentials/new/", {"note": rsa_pem.decode()})
     try:
         raise ValueError(f"cannot use {rsa_pem.decode()}")
     except ValueError:
-        reporter = KeyRedactingReporter(None, *sys.exc_info())
+        reporter = KeyRedactingReporter(request, *sys.exc_info())
     text, html = reporter.get_traceback_text(), reporter.get_traceback_html()
 
-    assert "ValueError" in text and "cannot use" in text
+    assert "ValueError" in text and "cannot use" in text and "note" in text
     assert_no_key_material([rsa_pem], text, html)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["query", "path"])
+def test_an_address_carrying_a_key_is_refused_before_anything_can_send_it_back(as_admin, rsa_pem, console, where):
+    """Else the sign-in redirect's next=, the slash redirect and DEBUG's 404 page would echo it."""
+    pem = quote(rsa_pem.decode(), safe="")
+    url = f"/credentials/new?note={pem}" if where == "query" else f"/audit/{pem}"
+
+    response = Client().get(url)  # anonymous: it would be sent to sign in, with the address in next=
+    signed_in = as_admin.get(url)
+
+    assert response.status_code == signed_in.status_code == 400
+    assert "The address carries what looks like a private key." in response.content.decode()
+    assert_no_key_material([rsa_pem], response.content.decode(), str(response.headers), console.getvalue())
+
+
+@pytest.mark.django_db
+def test_a_key_pasted_where_the_audit_log_records_what_was_typed_is_recorded_without_it(as_operator, sim, rsa_pem):
+    """A failed sign-in's name and a kill switch's reason are recorded as typed, except key material."""
+    pem = rsa_pem.decode()
+    Client().post(reverse("login"), {"username": pem, "password": "x"})
+    audit.append(audit.Actor.system("test"), action="trigger", outcome="observed", reason=f"pasted {pem}")
+    refused = RequestFactory().post("/kill-switch/")
+    refused.user = AnonymousUser()
+    audit.record_denial(refused, "kill_switch", {"subaccount": pem, "note": {"deep": [pem]}})
+
+    events = list(AuditEvent.objects.values())
+    assert events and audit.verify().ok
+    assert_no_key_material([rsa_pem], repr(events), as_operator.get(reverse("audit_log")).content.decode())
+    assert REDACTED in repr(events)
