@@ -132,4 +132,19 @@ class LogFilter(logging.Filter):
             record.msg, record.args = clean, ()
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        # Extras too (django.db.backends' sql and params, with DEBUG on): a JSON formatter writes them out.
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and isinstance(value, str | list | tuple):
+                setattr(record, name, _redacted(value))
         return True
+
+
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def _redacted(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return (list if isinstance(value, list) else tuple)(_redacted(item) for item in value)
+    return value
