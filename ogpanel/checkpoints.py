@@ -51,16 +51,9 @@ _last_written: tuple[float, int] | None = None  # this process's last write: (cl
 
 
 @cache
-@sensitive_variables()
 def _keys(configured: str, key_file: str) -> dict[str, bytes]:
-    text = configured
-    if not text and key_file:
-        try:
-            text = Path(key_file).read_text()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"Cannot read OGPANEL_AUDIT_CHECKPOINT_KEY_FILE: {exc.strerror}") from None
     try:
-        return vault.parse_keys(text)
+        return vault.read_keys(configured, key_file, file_setting="OGPANEL_AUDIT_CHECKPOINT_KEY_FILE")
     except ImproperlyConfigured as exc:
         raise ImproperlyConfigured(f"Audit checkpoint keys: {exc}") from None
 

@@ -14,7 +14,6 @@ import logging
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.test import Client
 
@@ -27,19 +26,6 @@ from tests.test_resilience import CONNECT_TIMEOUT, FAULTS, HANG_SECONDS
 
 CANARY_KEY_ID = "canary-key"
 HTMX = {"HX-Request": "true"}
-
-
-@pytest.fixture(scope="module")
-def canary_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def canary_pem(canary_key) -> str:
-    # PKCS#1, as Kalshi issues keys.
-    return canary_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
@@ -49,18 +48,6 @@ class World:
     panels: dict[str, PanelProcess]
     env: dict
     credential_pk: int
-
-
-@pytest.fixture(scope="module")
-def canary_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def canary_pem(canary_key) -> str:
-    return canary_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
 
 
 @pytest.fixture(scope="module")
