@@ -310,11 +310,13 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
 # Error pages (DEBUG included), mailed error reports and log lines never carry key material.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "ogpanel.redaction.KeyFilter"
 DEFAULT_EXCEPTION_REPORTER = "ogpanel.redaction.KeyRedactingReporter"
-LOGGING["filters"] = {
-    "redact": {"()": "ogpanel.redaction.LogFilter"},
-    "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
-}
-LOGGING["handlers"]["console"]["filters"] = ["redact"]
+LOGGING.setdefault("filters", {}).update(
+    {
+        "redact": {"()": "ogpanel.redaction.LogFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    }
+)
+LOGGING["handlers"]["console"].setdefault("filters", []).append("redact")
 # Django's own handlers, restated: its DEBUG-only console printed each django.* record a second
 # time (a refusal's traceback included) and runserver's request lines carry the query string.
 LOGGING["formatters"]["django.server"] = {
@@ -332,10 +334,12 @@ LOGGING["handlers"]["mail_admins"] = {
     "filters": ["require_debug_false"],
     "class": "django.utils.log.AdminEmailHandler",
 }
-LOGGING["loggers"] = {
-    "django": {"handlers": ["mail_admins"], "level": "INFO"},
-    "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
-}
+LOGGING.setdefault("loggers", {}).update(
+    {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    }
+)
 
 
 def env_networks(name: str, default: str) -> list[str]:
