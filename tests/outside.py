@@ -170,7 +170,11 @@ class PanelProcess:
             command += ["--workers", "1", "--threads", "4", "--timeout", "60", "--access-logfile", "-"]  # as the image
         self._log = log.open("ab")
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=60, what=f"the {mode} panel to start")
+        try:
+            wait_for(self._up, timeout=60, what=f"the {mode} panel to start")
+        except BaseException:
+            self.stop()  # no panel outlives a test run that could not use it
+            raise
 
     def _up(self) -> bool:
         assert self.process.poll() is None, f"the {self.mode} panel exited: {self.log_path.read_text()[-3000:]}"

@@ -37,4 +37,3 @@ def test_only_migrate_holds_the_owner_s_password_and_the_rest_connect_as_the_run
         if name not in ("migrate", "db"):
             assert "owner-secret" not in block, name
     assert "/docker-entrypoint-initdb.d" in blocks["db"] and "OGPANEL_DB_APP_PASSWORD: app-secret" in blocks["db"]
-
