@@ -7,7 +7,7 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir --require-hashes -r requirements.txt
 COPY . .
 RUN SECRET_KEY=collectstatic-only OGPANEL_ENCRYPTION_KEYS= python manage.py collectstatic --no-input
-RUN useradd --system --home /app ogpanel
+RUN useradd --system --home /app ogpanel && install -d -o ogpanel /var/lib/ogpanel/checkpoints
 USER ogpanel
 EXPOSE 8000
 # gunicorn.conf.py adds the metrics directory the workers share, and the access log (plain logs only).

@@ -5,12 +5,17 @@ multiprocess mode shares them. Every worker writes its series to files in PROMET
 (a fresh temporary directory unless set), and /metrics, whichever worker answers it, adds up all
 the files, those of workers that have since exited included, so counters never go backwards
 when gunicorn replaces a worker. An earlier run's files would be counted again, so they go at start.
+
+Access log lines hold what a client sent (the query string, the referer, the user agent); a key
+pasted into any of them must not reach the log (ogpanel/redaction.py).
 """
 
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from gunicorn.glogging import Logger
 
 _created: str | None = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -41,3 +46,14 @@ def child_exit(server: object, worker: object) -> None:
 def on_exit(server: object) -> None:
     if _created is not None:  # only the directory made above, never one the environment named
         shutil.rmtree(_created, ignore_errors=True)
+
+
+class RedactingLogger(Logger):
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        from ogpanel.redaction import redact  # imported once the app (and Django's settings) is loaded
+
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {name: redact(value) if isinstance(value, str) else value for name, value in atoms.items()}
+
+
+logger_class = RedactingLogger

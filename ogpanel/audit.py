@@ -27,6 +27,7 @@ from django.http import HttpRequest
 from ogpanel.kalshi import KalshiError
 from ogpanel.models import AuditEvent, OpenAttempt
 from ogpanel.permissions import Action, role_of
+from ogpanel.redaction import redact
 
 GENESIS = "0" * 64
 _LOCK_ID = 0x6F6770616E656C  # "ogpanel"; the PostgreSQL advisory lock serializing appends
@@ -143,9 +144,13 @@ _MAX_LENGTHS = {field.attname: field.max_length for field in AuditEvent._meta.co
 
 
 def _storable(value):
-    """PostgreSQL refuses NUL characters in text and jsonb; replace them, keys and values alike."""
+    """PostgreSQL refuses NUL characters in text and jsonb; replace them, keys and values alike.
+
+    Key material is cut out too: what a client typed (a failed sign-in's name, a reason) may be a
+    pasted private key, and an audit record must never hold one (redaction.py).
+    """
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return redact(value.replace("\x00", "\ufffd"))
     if isinstance(value, dict):
         return {_storable(key): _storable(item) for key, item in value.items()}
     if isinstance(value, list):

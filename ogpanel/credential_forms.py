@@ -20,6 +20,7 @@ API_PREFIX = "/trade-api/v2"
 MAX_KEY_FILE_BYTES = 64 * 1024  # a 4096-bit PEM is ~3.3 KB; anything far larger is not a key
 KEY_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")  # sent in a header: no spaces, no control characters
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DUPLICATE_LABEL = "A credential with this label already exists."
 
 
 class KeyForm(forms.Form):
@@ -79,9 +80,10 @@ class KeyForm(forms.Form):
         if self._errors:
             self._drop_key()
 
-    def refuse(self, message: str) -> None:
-        """Refuse a form that was valid (re-authentication failed); the key is dropped like on any error."""
-        self.add_error(None, message)
+    def refuse(self, message: str, *, field: str | None = None) -> None:
+        """Refuse a form that was valid (re-authentication failed, a concurrent save took its label);
+        the key is dropped like on any error."""
+        self.add_error(field, message)
         self._drop_key()
 
     def _drop_key(self) -> None:
@@ -116,7 +118,7 @@ class CredentialForm(KeyForm):
     def clean_label(self) -> str:
         label = self.cleaned_data["label"].strip()
         if Credential.objects.filter(label__iexact=label).exists():
-            raise forms.ValidationError("A credential with this label already exists.")
+            raise forms.ValidationError(DUPLICATE_LABEL)
         return label
 
     def clean_custom_base_url(self) -> str:

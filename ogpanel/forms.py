@@ -12,7 +12,8 @@ from django.conf import settings
 from ogpanel.kalshi import InvalidInput, validate_contracts_limit, validate_exchange_index, validate_subaccount
 from ogpanel.models import Subaccount
 
-_WHOLE_NUMBER = re.compile(r"[0-9]+")
+# Up to 20 digits: more than any value the API takes, and int() refuses strings past 4,300 digits.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
 def _whole_number(raw: str, validator) -> int:

@@ -3,6 +3,11 @@
 Roles are Django groups named after `Role` (created by a data migration). A user's role is the
 highest role among their groups; superusers are admins. An `AccessScope` row limits a user to
 some subaccounts; without one they may see every subaccount.
+
+Credentials are shared state: one key may serve several subaccounts, and the mapping decides
+which key trades where. So credentials and the mapping are changed by unscoped admins only,
+and a scoped admin sees (and tests) only the credentials that serve some of their subaccounts
+and no others (`credential_visible`, `may_change_credentials`).
 """
 
 from collections.abc import Callable, Iterable
@@ -60,6 +65,7 @@ MIN_ROLE: dict[Action, Role] = {
 }
 
 ROLE_NAMES = {role.label: role for role in Role if role is not Role.NONE}
+MAX_DIGITS = 20  # more than any subaccount or id the panel uses; longer "numbers" are refused as text
 
 
 def role_of(user) -> Role:
@@ -119,6 +125,25 @@ def may_approve(user, *, requester_id: int | None, action: Action, subaccounts: 
     return can(user, Action.APPROVE) and can(user, action) and in_scope_all(user, subaccounts)
 
 
+def may_change_credentials(user) -> bool:
+    """Create, rotate and remove credentials, and map subaccounts to them: unscoped admins only.
+
+    Rotating or removing a key, or moving a subaccount to another one, reaches every subaccount
+    the key serves, inside the user's scope or not.
+    """
+    return can(user, Action.MANAGE_CREDENTIALS) and scope_of(user) is None
+
+
+def credential_visible(user, serves: Iterable[int]) -> bool:
+    """May `user` see a credential that serves these subaccounts? A scoped admin: only one that
+    serves some of their subaccounts and none outside them."""
+    if not can(user, Action.MANAGE_CREDENTIALS):
+        return False
+    scope = scope_of(user)
+    served = set(serves)
+    return scope is None or (bool(served) and served <= scope)
+
+
 def allowed_actions(user) -> dict[str, bool]:
     """What the templates read to decide which buttons and forms to render."""
     return {action.value: can(user, action) for action in Action}
@@ -153,8 +178,9 @@ def refuse_out_of_scope(request: HttpRequest, action: Action, subaccount: int | 
     what is wrong with it.
     """
     raw = str(subaccount).strip() if subaccount is not None else ""
-    # isascii: "²" and other scripts' digits pass isdigit() but not int().
-    if not (raw.isascii() and raw.isdigit()) or in_scope(request.user, int(raw)):
+    # isascii: "²" and other scripts' digits pass isdigit() but not int(). A subaccount has at most
+    # two digits, and int() refuses more than 4,300: longer numbers are left to the form too.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_DIGITS or in_scope(request.user, int(raw)):
         return None
     return deny(request, action, {"subaccount": int(raw)}, status=404)
 

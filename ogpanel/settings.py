@@ -63,12 +63,15 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """ "10.0.0.0/8, 127.0.0.1" -> networks (an address is a network of one)."""
-    try:
-        return [ipaddress.ip_network(entry, strict=False) for entry in env_list(name)]
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must list IP addresses or networks: {exc}") from None
+def env_networks(name: str, default: str = "") -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """ "10.0.0.0/8, 127.0.0.1" -> networks (an address is a network of one), each checked."""
+    networks = []
+    for entry in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {entry!r} is not an IP address or CIDR") from None
+    return networks
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -125,8 +128,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "ogpanel.middleware.HostileInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "ogpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
@@ -137,6 +141,7 @@ MIDDLEWARE = [
     "ogpanel.middleware.HtmxLoginRedirectMiddleware",
     "ogpanel.middleware.IdleSessionMiddleware",
     "ogpanel.middleware.SecondFactorMiddleware",
+    "ogpanel.middleware.NoStoreMiddleware",
 ]
 
 ROOT_URLCONF = "ogpanel.urls"
@@ -362,3 +367,48 @@ OGPANEL_SWEEPS_IN_PANEL = env_bool("OGPANEL_SWEEPS_IN_PANEL", True)
 # --- policy and four eyes (policy.py, approvals.py) ----------------------------------------------
 # A request for a second person's approval expires after this many minutes.
 OGPANEL_APPROVAL_MINUTES = env_int("OGPANEL_APPROVAL_MINUTES", 15, minimum=1)
+# --- security: error reports, proxies, audit checkpoints ----------------------------------------
+# Error pages (DEBUG included), mailed error reports and log lines never carry key material.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ogpanel.redaction.KeyFilter"
+DEFAULT_EXCEPTION_REPORTER = "ogpanel.redaction.KeyRedactingReporter"
+LOGGING.setdefault("filters", {}).update(
+    {
+        "redact": {"()": "ogpanel.redaction.LogFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+    }
+)
+LOGGING["handlers"]["console"].setdefault("filters", []).append("redact")
+# Django's own handlers, restated: its DEBUG-only console printed each django.* record a second
+# time (a refusal's traceback included) and runserver's request lines carry the query string.
+LOGGING["formatters"]["django.server"] = {
+    "()": "django.utils.log.ServerFormatter",
+    "format": "[{server_time}] {message}",
+    "style": "{",
+}
+LOGGING["handlers"]["django.server"] = {
+    "class": "logging.StreamHandler",
+    "formatter": "django.server",
+    "filters": ["redact"],
+}
+LOGGING["handlers"]["mail_admins"] = {
+    "level": "ERROR",
+    "filters": ["require_debug_false"],
+    "class": "django.utils.log.AdminEmailHandler",
+}
+LOGGING.setdefault("loggers", {}).update(
+    {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    }
+)
+
+
+# The proxies in front of the panel: X-Forwarded-For and X-Request-ID are believed only from them.
+OGPANEL_TRUSTED_PROXY_ADDRESSES = env_networks("OGPANEL_TRUSTED_PROXY_ADDRESSES", "127.0.0.1,::1")
+# Audit checkpoints (ogpanel/checkpoints.py): an HMAC key kept out of the database, like the
+# encryption keys ("id:base64key" entries, newest first, or a file of them), and where they are written.
+OGPANEL_AUDIT_CHECKPOINT_KEYS = env_str("OGPANEL_AUDIT_CHECKPOINT_KEYS")
+OGPANEL_AUDIT_CHECKPOINT_KEY_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_KEY_FILE")
+OGPANEL_AUDIT_CHECKPOINT_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_FILE", str(VAR_DIR / "audit-checkpoints.jsonl"))
+# How often a running watcher (or `manage.py audit_checkpoint --every`) writes one, in seconds.
+OGPANEL_AUDIT_CHECKPOINT_SECONDS = env_float("OGPANEL_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0)

@@ -33,7 +33,7 @@ from typing import Protocol
 from django.db.models import F
 from django.utils import timezone
 
-from ogpanel import audit, exchange, selectors
+from ogpanel import audit, checkpoints, exchange, selectors
 from ogpanel.audit import Actor
 from ogpanel.kalshi import KalshiError
 from ogpanel.models import AuditEvent, OpenAttempt, Subaccount, Sweep, SweepGroup, SweepTarget
@@ -465,6 +465,10 @@ def _complete(sweep: Sweep) -> bool:
 
 
 def sweep_finished(sweep: Sweep) -> None:
-    """Called once per sweep, right after its result is recorded: the place for what follows every
-    sweep (issue 15's audit checkpoints, issue 17's metrics)."""
+    """Called once per sweep, right after its result is recorded: what follows every sweep.
+
+    A checkpoint seals the log's head with the sweep in it, outside the database (checkpoints.py);
+    it never raises, and does nothing without a checkpoint key.
+    """
     logger.info("kill switch sweep %s (%s) finished after %s run(s)", sweep.pk, sweep.action, sweep.runs)
+    checkpoints.write(reason=sweep.action)

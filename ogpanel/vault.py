@@ -52,16 +52,22 @@ def parse_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
-@cache
 @sensitive_variables()
-def _keys(configured: str, key_file: str) -> dict[str, bytes]:
+def read_keys(configured: str, key_file: str, *, file_setting: str) -> dict[str, bytes]:
+    """The entries of `configured`, else of the file `key_file` (the setting `file_setting` names it); {} if neither."""
     text = configured
     if not text and key_file:
         try:
             text = Path(key_file).read_text()
         except OSError as exc:
-            raise ImproperlyConfigured(f"Cannot read OGPANEL_ENCRYPTION_KEY_FILE: {exc.strerror}") from None
-    keys = parse_keys(text)
+            raise ImproperlyConfigured(f"Cannot read {file_setting}: {exc.strerror}") from None
+    return parse_keys(text)
+
+
+@cache
+@sensitive_variables()
+def _keys(configured: str, key_file: str) -> dict[str, bytes]:
+    keys = read_keys(configured, key_file, file_setting="OGPANEL_ENCRYPTION_KEY_FILE")
     if not keys:
         raise ImproperlyConfigured(
             "No encryption key configured: set OGPANEL_ENCRYPTION_KEYS or OGPANEL_ENCRYPTION_KEY_FILE "

@@ -2,10 +2,13 @@
 
 Imported by tests/conftest.py. Personas: `viewer`, `operator` (ops), `administrator` (admin),
 `scoped_operator` (ops limited to subaccount 1); `as_viewer`, `as_operator`, `as_admin`,
-`as_scoped_operator` are Django test clients logged in as them.
+`as_scoped_operator` are Django test clients logged in as them. `canary_key` and `canary_pem`:
+a fresh key per module, for tests that look for it everywhere it must not be (tests/leaks.py).
 """
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.test import Client
@@ -128,3 +131,16 @@ def as_admin(administrator) -> Client:
 @pytest.fixture
 def as_scoped_operator(scoped_operator) -> Client:
     return _client_for(scoped_operator)
+
+
+@pytest.fixture(scope="module")
+def canary_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def canary_pem(canary_key) -> str:
+    # PKCS#1, as Kalshi issues keys.
+    return canary_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()

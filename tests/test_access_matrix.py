@@ -16,8 +16,13 @@ The buttons follow the same rule: a link, or a subaccount offered in a form, is 
 exactly when the persona may use it. Also here: refused htmx requests (a compact message for
 #flash), and the lists and exports a scoped persona gets (nothing from subaccount 2).
 
-A subaccount posted in a form (create, kill switch, credential test, mapping) is held to the
-same scope rule as one in the URL: out of scope it answers 404 exactly as an unconfigured one.
+A subaccount posted in a form (create, kill switch, mapping) is held to the same scope rule as
+one in the URL: out of scope it answers 404 exactly as an unconfigured one.
+
+Credentials are aimed at the credential that serves the target subaccount: subaccount 1 has one
+of its own, 0, 2 and 3 share another. A scoped admin sees and tests only the first (404 for the
+shared one, exactly as for a credential that does not exist) and changes neither: creating,
+rotating and removing credentials and the mapping are for unscoped admins (403 in scope).
 
 Every request goes over real HTTP to the simulator; `sim.requests` is cleared just before the
 request under test, so an empty log proves the refusal made no upstream call.
@@ -70,6 +75,17 @@ PERSONA_FIXTURES = {
     "scoped_operator": "scoped_operator",
 }
 MADE_PERSONAS = {"scoped_viewer": ("viewer", [IN_SCOPE]), "scoped_admin": ("admin", [IN_SCOPE])}
+# Changed by unscoped admins only: a credential (and the mapping) reaches every subaccount it serves.
+UNSCOPED_ONLY = {
+    "credential_create_form",
+    "credential_create",
+    "credential_rotate_form",
+    "credential_rotate",
+    "credential_remove_form",
+    "credential_remove",
+    "subaccounts_page",
+    "subaccounts_assign",
+}
 
 
 def signed_in(request: pytest.FixtureRequest, persona: str) -> tuple[Client, User | None]:
@@ -104,8 +120,9 @@ class World:
 
     sim: object
     number: int  # the target subaccount
-    credential: Credential  # used by subaccounts 0-3
-    spare: Credential  # used by no subaccount: rotated and removed without touching the others
+    credential: Credential  # used by subaccounts 0, 2 and 3
+    own: Credential  # used by subaccount 1 alone
+    spare: Credential  # used by no subaccount
     rsa_pem: bytes
     user: User | None = None
     active: str = ""
@@ -126,6 +143,11 @@ class World:
         ).seq
 
     @property
+    def serving(self) -> Credential:
+        """The credential the target subaccount uses."""
+        return self.own if self.number == IN_SCOPE else self.credential
+
+    @property
     def password(self) -> str:
         """make_user's password: the `reauth_password` the kill switch and credential changes ask for."""
         return f"{self.user.username}-password-1" if self.user else ""
@@ -137,7 +159,8 @@ class Endpoint:
     url_name: str
     method: str
     action: Action  # what the role must allow
-    # Where the subaccount comes from: "url" (out of scope → 404), "form" (posted), or "" (not subaccount-bound).
+    # Where the subaccount comes from: "url" (out of scope → 404), "form" (posted), "credential" (the one
+    # serving it is in the URL), or "" (not subaccount-bound).
     target: str = ""
     args: Callable[[World], list] = lambda world: []
     data: Callable[[World], dict] = lambda world: {}
@@ -176,6 +199,20 @@ def listed_target(world: World, response) -> bool:
 
 def key_pem(world: World) -> str:
     return world.rsa_pem.decode()
+
+
+def serving_args(world: World) -> list:
+    return [world.serving.pk]
+
+
+def serves(credential: Credential) -> str:
+    return ",".join(str(n) for n in credential.subaccounts.values_list("number", flat=True))
+
+
+def desk_state() -> list[tuple]:
+    """Every credential (its key) and every mapping: a refused request changes none of them."""
+    credentials = Credential.objects.order_by("pk").values_list("pk", "label", "key_id", "private_key_encrypted")
+    return [*credentials, *Subaccount.objects.order_by("number").values_list("number", "credential_id", "label")]
 
 
 ENDPOINTS = [
@@ -299,33 +336,33 @@ ENDPOINTS = [
         done=lambda w, r: Credential.objects.filter(label="matrix new").exists(),
         audited_as="credential_create",
     ),
+    Endpoint("credential_detail", "credential_detail", "GET", Action.MANAGE_CREDENTIALS, "credential", serving_args),
     Endpoint(
-        "credential_detail", "credential_detail", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.credential.pk]
-    ),
-    Endpoint(
-        "credential_rotate_form", "credential_rotate", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk]
+        "credential_rotate_form", "credential_rotate", "GET", Action.MANAGE_CREDENTIALS, "credential", serving_args
     ),
     Endpoint(
         "credential_rotate",
         "credential_rotate",
         "POST",
         Action.MANAGE_CREDENTIALS,
-        args=lambda w: [w.spare.pk],
+        "credential",
+        serving_args,
         data=lambda w: {"key_id": "rotated-key", "private_key": key_pem(w), "reauth_password": w.password},
-        done=lambda w, r: Credential.objects.get(pk=w.spare.pk).key_id == "rotated-key",
+        done=lambda w, r: Credential.objects.get(pk=w.serving.pk).key_id == "rotated-key",
         audited_as="credential_rotate",
     ),
     Endpoint(
-        "credential_remove_form", "credential_remove", "GET", Action.MANAGE_CREDENTIALS, args=lambda w: [w.spare.pk]
+        "credential_remove_form", "credential_remove", "GET", Action.MANAGE_CREDENTIALS, "credential", serving_args
     ),
-    Endpoint(
+    Endpoint(  # the issue's case: removed with its subaccounts unmapped, they leave the dashboard and the kill switch
         "credential_remove",
         "credential_remove",
         "POST",
         Action.MANAGE_CREDENTIALS,
-        args=lambda w: [w.spare.pk],
-        data=lambda w: {"seen": "", "reauth_password": w.password},
-        done=lambda w, r: not Credential.objects.filter(pk=w.spare.pk).exists(),
+        "credential",
+        serving_args,
+        data=lambda w: {"unmap": "on", "seen": serves(w.serving), "reauth_password": w.password},
+        done=lambda w, r: not Credential.objects.filter(pk=w.serving.pk).exists(),
         audited_as="credential_remove",
     ),
     Endpoint(
@@ -333,8 +370,8 @@ ENDPOINTS = [
         "credential_test",
         "POST",
         Action.MANAGE_CREDENTIALS,
-        "form",
-        args=lambda w: [w.credential.pk],
+        "credential",
+        serving_args,
         data=lambda w: {"subaccount": str(w.number)},
         done=listed_target,
         ok_status=200,
@@ -367,6 +404,8 @@ def expected(persona: str, endpoint: Endpoint, number: int) -> str:
         return "forbidden"
     if endpoint.target and persona in SCOPED and number != IN_SCOPE:
         return "not_found"
+    if endpoint.id in UNSCOPED_ONLY and persona in SCOPED:
+        return "forbidden"
     return "ok"
 
 
@@ -380,7 +419,8 @@ def matrix_cases():
 
 @pytest.fixture(scope="module")
 def desk(django_db_setup, django_db_blocker, simulator, rsa_pem):
-    """The simulator credential with subaccounts 0-3 on it, and a spare credential: made once for the module.
+    """The simulator credentials (one for subaccounts 0, 2 and 3, one for 1 alone) and a spare one that
+    serves no subaccount: made once for the module.
 
     Each credential costs two RSA key loads (~40 ms each: its fingerprint, then its cached
     client); made per test they were most of this module's run time. They are committed
@@ -389,13 +429,14 @@ def desk(django_db_setup, django_db_blocker, simulator, rsa_pem):
     """
     with django_db_blocker.unblock(), override_settings(OGPANEL_ENCRYPTION_KEYS=ENCRYPTION_KEYS):
         credential = make_credential(simulator.base_url, rsa_pem)
+        own = make_credential(simulator.base_url, rsa_pem, label="desk 1 key")
         spare = make_credential(simulator.base_url, rsa_pem, label="spare", key_id="spare-key")
         for n in range(4):
-            Subaccount.objects.create(number=n, credential=credential, label=f"desk {n}")
-    yield credential, spare
+            Subaccount.objects.create(number=n, credential=own if n == IN_SCOPE else credential, label=f"desk {n}")
+    yield credential, own, spare
     with django_db_blocker.unblock():
-        Subaccount.objects.filter(credential=credential).delete()
-        Credential.objects.filter(pk__in=[credential.pk, spare.pk]).delete()
+        Subaccount.objects.filter(credential__in=[credential, own]).delete()
+        Credential.objects.filter(pk__in=[credential.pk, own.pk, spare.pk]).delete()
 
 
 @pytest.fixture(scope="module")
@@ -411,8 +452,8 @@ def _signed_out(browser) -> None:
 
 @pytest.fixture
 def world(db, sim, desk, rsa_pem) -> Callable[..., World]:
-    credential, spare = desk
-    return lambda number, user=None: World(sim, number, credential, spare, rsa_pem, user)
+    credential, own, spare = desk
+    return lambda number, user=None: World(sim, number, credential, own, spare, rsa_pem, user)
 
 
 def send(client: Client, endpoint: Endpoint, world: World, headers: dict | None = None):
@@ -443,6 +484,7 @@ def test_each_persona_gets_exactly_what_its_role_and_scope_allow(request, world,
     case = world(number, user)
     outcome = expected(persona, endpoint, number)
     before = last_seq()
+    desk_before = desk_state()
 
     response = send(client, endpoint, case)
 
@@ -465,8 +507,9 @@ def test_each_persona_gets_exactly_what_its_role_and_scope_allow(request, world,
                 outcome=AuditEvent.Outcome.SUCCEEDED,
             ).exists()
         return
-    # Refused: nothing sent upstream; one "denied" event, and only that; 403 for the role, 404 outside the scope.
+    # Refused: nothing sent upstream or changed; one "denied" event only; 403 for the role, 404 outside the scope.
     assert_untouched(endpoint, case)
+    assert desk_state() == desk_before
     events = new_events(before)
     assert [(e.action, e.outcome, e.actor_username) for e in events] == [
         (endpoint.action.value, AuditEvent.Outcome.DENIED, user.username)
@@ -474,6 +517,8 @@ def test_each_persona_gets_exactly_what_its_role_and_scope_allow(request, world,
     assert response.status_code == (403 if outcome == "forbidden" else 404), response.content[:500]
     if endpoint.target == "url" and endpoint.url_name != "audit_event":
         assert events[0].subaccount == number and events[0].order_group_id == endpoint.group(case)
+    if endpoint.target == "credential" and outcome == "not_found":
+        assert events[0].params == {"credential": str(case.serving.pk)}
     if outcome == "not_found":
         assert_reveals_nothing(client, endpoint, case, response)
 
@@ -485,7 +530,7 @@ def assert_reveals_nothing(client: Client, endpoint: Endpoint, world: World, res
     """The answer names neither the group nor the request, and is the one a group that does not exist gets."""
     group = endpoint.group(world)
     url = endpoint.url(world)
-    if endpoint.target == "url":  # a form's address is in the page's navigation anyway
+    if endpoint.target in ("url", "credential"):  # a form's address is in the page's navigation anyway
         assert url.encode() not in response.content
     if group:
         assert group.encode() not in response.content
@@ -498,9 +543,12 @@ def assert_reveals_nothing(client: Client, endpoint: Endpoint, world: World, res
             ALERT.findall(response.content.decode()),
         )
         return
-    if endpoint.target != "url":
+    if endpoint.target == "credential":
+        missing = reverse(endpoint.url_name, args=[10**6])
+    elif endpoint.target == "url":
+        missing = url.replace(group, str(uuid.uuid4())) if group in url else reverse(endpoint.url_name, args=[10**6])
+    else:
         return
-    missing = url.replace(group, str(uuid.uuid4())) if group in url else reverse(endpoint.url_name, args=[10**6])
     twin = client.get(missing) if endpoint.method == "GET" else client.post(missing, endpoint.data(world))
     assert twin.status_code == 404
     assert ALERT.findall(response.content.decode()) == ALERT.findall(twin.content.decode()) == ["Not found."]
@@ -617,14 +665,25 @@ def test_buttons_are_shown_exactly_when_the_server_allows_them(request, world, p
         response = client.get(reverse(form_name))
         html[form_name] = response.content.decode() if response.status_code == 200 else ""
         buttons.append((form_name, f'<option value="{n}"', endpoint))
-    # So do the credential test form and the subaccount mapping (one row per subaccount).
+    # So do the credential test form and the subaccount mapping (one row per subaccount); the
+    # credential pages link to the changes exactly when they are allowed.
+    serving = case.serving.pk
     for page, url, offer, endpoint in (
+        ("credential", reverse("credential_detail", args=[serving]), f'<option value="{n}"', "credential_test"),
         (
             "credential",
-            reverse("credential_detail", args=[case.credential.pk]),
-            f'<option value="{n}"',
-            "credential_test",
+            reverse("credential_detail", args=[serving]),
+            reverse("credential_rotate", args=[serving]),
+            "credential_rotate_form",
         ),
+        (
+            "credential",
+            reverse("credential_detail", args=[serving]),
+            reverse("credential_remove", args=[serving]),
+            "credential_remove_form",
+        ),
+        ("credentials", reverse("credentials"), f'href="{reverse("credential_create")}"', "credential_create_form"),
+        ("credentials", reverse("credentials"), f'href="{reverse("subaccounts")}"', "subaccounts_page"),
         ("mapping", reverse("subaccounts"), f'id="sub-{n}"', "subaccounts_assign"),
     ):
         response = client.get(url)
@@ -685,3 +744,16 @@ def test_lists_and_exports_hold_only_what_is_in_scope(request, world, sim, perso
     exported = client.get(reverse("audit_export", args=["jsonl"]))
     lines = [json.loads(line) for line in b"".join(exported.streaming_content).decode().splitlines()]
     assert {line["subaccount"] for line in lines if line["subaccount"] is not None} == ({1, 2} if sees_theirs else {1})
+
+
+@pytest.mark.parametrize("persona", ["admin", "scoped_admin"])
+def test_the_credential_list_holds_only_the_credentials_serving_the_scope_alone(request, world, persona):
+    """An unscoped admin sees every credential; one limited to subaccount 1 only the one serving it alone:
+    not the one it shares with other desks, not one serving nobody."""
+    client, _user = signed_in(request, persona)
+    case = world(IN_SCOPE)
+
+    page = client.get(reverse("credentials")).content.decode()
+
+    shown = {credential.label for credential in (case.own, case.credential, case.spare) if credential.label in page}
+    assert shown == ({"desk 1 key"} if persona == "scoped_admin" else {"desk 1 key", "sim", "spare"})

@@ -230,7 +230,7 @@ def test_a_forged_forwarded_for_does_not_escape_the_address_lockout(client, oper
 
 @pytest.mark.django_db
 def test_behind_a_trusted_proxy_clients_are_told_apart_by_forwarded_for(client, operator, limits, clock):
-    limits.OGPANEL_TRUSTED_PROXIES = 1
+    limits.OGPANEL_TRUSTED_PROXIES, limits.OGPANEL_TRUSTED_PROXY_ADDRESSES = 1, ["10.0.0.254"]
     for n in range(5):
         sign_in(client, f"guess{n}", "wrong", address="10.0.0.254", HTTP_X_FORWARDED_FOR="203.0.113.5")
     assert sign_in(client, "x", "wrong", address="10.0.0.254", HTTP_X_FORWARDED_FOR="203.0.113.5").status_code == 429

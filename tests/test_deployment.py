@@ -20,7 +20,13 @@ def compose_command() -> list[str] | None:
 
 @pytest.mark.skipif(compose_command() is None, reason="neither `docker compose` nor `docker-compose` is installed")
 def test_compose_file_passes_compose_config():
-    env = {**os.environ, "SECRET_KEY": "s", "OGPANEL_ENCRYPTION_KEYS": "k", "POSTGRES_PASSWORD": "p"}
+    env = {
+        **os.environ,
+        "SECRET_KEY": "s",
+        "OGPANEL_ENCRYPTION_KEYS": "k",
+        "POSTGRES_PASSWORD": "p",
+        "OGPANEL_DB_APP_PASSWORD": "a",
+    }
     result = subprocess.run([*compose_command(), "config"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     services = result.stdout

@@ -30,7 +30,7 @@ def json_log():
 def test_plain_text_is_the_default():
     assert settings.OGPANEL_LOG_FORMAT == "plain"
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "plain"
-    assert settings.LOGGING["handlers"]["console"]["filters"] == ["request"]
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["request", "redact"]
 
 
 def test_a_record_written_during_a_request_carries_its_id_and_user(as_viewer, json_log):

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("ogpanel", "0009_sweeps"),
+        ("ogpanel", "0011_audit_runtime_privileges"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

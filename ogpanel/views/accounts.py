@@ -38,6 +38,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from ogpanel import audit, throttle
+from ogpanel.middleware import IdleSessionMiddleware
 from ogpanel.models import AuditEvent
 from ogpanel.views.common import error_response
 
@@ -136,6 +137,7 @@ def login(request: HttpRequest) -> HttpResponse:
 
     user = form.get_user()
     auth_login(request, user)
+    IdleSessionMiddleware.record_activity(request)
     throttle.login_succeeded(username=username)
     _reauth_stamp(request)
     has_device = next(devices_for_user(user), None) is not None

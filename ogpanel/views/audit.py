@@ -131,7 +131,7 @@ def audit_events(
         events = events.filter(outcome=outcome)
     if since:
         events = events.filter(at__gte=_start_of(since))
-    if until:
+    if until and until < date.max:  # "to the last day there is" bounds nothing (and has no day after it)
         events = events.filter(at__lt=_start_of(until + timedelta(days=1)))
     if q:
         events = events.filter(

@@ -1,5 +1,9 @@
 """Credentials (Kalshi API keys) and which subaccount uses which. Admin only.
 
+Unscoped admins change them; a scoped admin sees and tests only the credentials that serve
+their subaccounts alone, and is refused the rest like a credential that does not exist (404,
+audited); changes are refused to them with a 403 (permissions.may_change_credentials).
+
 A private key comes in on create and rotate and never goes back out: pages show the key id
 and the public-key fingerprint, a form with errors comes back with the key field empty, and
 the views that receive a key hide it from error reports (sensitive_post_parameters for the
@@ -11,14 +15,22 @@ import time
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from ogpanel import exchange, permissions, services, vault
-from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, SubaccountForm, subaccounts_phrase
+from ogpanel.credential_forms import (
+    DUPLICATE_LABEL,
+    CredentialForm,
+    KeyForm,
+    RemoveForm,
+    SubaccountForm,
+    subaccounts_phrase,
+)
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
 from ogpanel.permissions import Action, require
@@ -39,13 +51,39 @@ def _unusable(problem: str) -> str:
     )
 
 
+def _serves(credential: Credential) -> list[int]:
+    return [sub.number for sub in credential.subaccounts.all()]
+
+
+def _credential(request: HttpRequest, pk: int, *, change: bool) -> Credential | HttpResponse:
+    """The credential, or the refusal: 404 when the user may not see it (exactly as for one that does
+    not exist), 403 when they may see it but `change` it only an unscoped admin may."""
+    credential = Credential.objects.prefetch_related("subaccounts").filter(pk=pk).first()
+    if credential is None:
+        return error_response(request, "Not found.", status=404)
+    if not permissions.credential_visible(request.user, _serves(credential)):
+        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"credential": pk}, status=404)
+    if change and not permissions.may_change_credentials(request.user):
+        return permissions.deny(request, Action.MANAGE_CREDENTIALS, {"credential": pk})
+    return credential
+
+
+def _refuse_change(request: HttpRequest, detail: dict | None = None) -> HttpResponse | None:
+    """A 403, audited, for a scoped admin asking to change credentials or the mapping; None otherwise."""
+    if permissions.may_change_credentials(request.user):
+        return None
+    return permissions.deny(request, Action.MANAGE_CREDENTIALS, detail)
+
+
 @login_required
 @require_safe
 @require(Action.MANAGE_CREDENTIALS)
 def credential_list(request: HttpRequest) -> HttpResponse:
-    credentials = list(Credential.objects.prefetch_related("subaccounts"))
-    rows = [(credential, _key_problem(credential)) for credential in credentials]
-    return render(request, "ogpanel/credentials.html", {"rows": rows})
+    credentials = Credential.objects.prefetch_related("subaccounts")
+    visible = [c for c in credentials if permissions.credential_visible(request.user, _serves(c))]
+    rows = [(credential, _key_problem(credential)) for credential in visible]
+    context = {"rows": rows, "may_change": permissions.may_change_credentials(request.user)}
+    return render(request, "ogpanel/credentials.html", context)
 
 
 # The private key passes through these frames (the form, then services): hide every local.
@@ -55,26 +93,32 @@ def credential_list(request: HttpRequest) -> HttpResponse:
 @require(Action.MANAGE_CREDENTIALS)
 @sensitive_variables()
 def credential_create(request: HttpRequest) -> HttpResponse:
+    if refused := _refuse_change(request):
+        return refused
     if request.method == "POST":
         form = CredentialForm(request.POST, request.FILES)
         if form.is_valid() and accounts.confirm_identity(request, form):
             data = form.cleaned_data
             if (held := four_eyes.hold_credential_create(request, data)) is not None:
                 return held
-            credential = services.credential_create(
-                actor=actor(request),
-                label=data["label"],
-                environment=data["environment"],
-                key_id=data["key_id"],
-                private_key_pem=data["private_key_pem"],
-                custom_base_url=data["custom_base_url"],
-            )
-            return done(
-                request,
-                None,
-                f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
-                next_url=reverse("credential_detail", args=[credential.pk]),
-            )
+            try:
+                credential = services.credential_create(
+                    actor=actor(request),
+                    label=data["label"],
+                    environment=data["environment"],
+                    key_id=data["key_id"],
+                    private_key_pem=data["private_key_pem"],
+                    custom_base_url=data["custom_base_url"],
+                )
+            except IntegrityError:  # the same label, saved by a concurrent request since the form checked it
+                form.refuse(DUPLICATE_LABEL, field="label")
+            else:
+                return done(
+                    request,
+                    None,
+                    f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint}).",
+                    next_url=reverse("credential_detail", args=[credential.pk]),
+                )
         return _refused(request, "ogpanel/credential_form.html", {"form": form, "credential": None})
     return render(
         request,
@@ -98,6 +142,7 @@ def _detail_context(request: HttpRequest, credential: Credential, **extra) -> di
         "subaccounts": credential.subaccounts.all(),
         "test_subaccounts": _test_subaccounts(request.user, credential),
         "key_problem": _key_problem(credential),
+        "may_change": permissions.may_change_credentials(request.user),
         **extra,
     }
 
@@ -106,7 +151,9 @@ def _detail_context(request: HttpRequest, credential: Credential, **extra) -> di
 @require_safe
 @require(Action.MANAGE_CREDENTIALS)
 def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    credential = get_object_or_404(Credential, pk=pk)
+    credential = _credential(request, pk, change=False)
+    if isinstance(credential, HttpResponse):
+        return credential
     return render(request, "ogpanel/credential_detail.html", _detail_context(request, credential))
 
 
@@ -116,7 +163,9 @@ def credential_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require(Action.MANAGE_CREDENTIALS)
 @sensitive_variables()
 def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
-    credential = get_object_or_404(Credential, pk=pk)
+    credential = _credential(request, pk, change=True)
+    if isinstance(credential, HttpResponse):
+        return credential
     if request.method == "POST":
         form = KeyForm(request.POST, request.FILES)
         if form.is_valid() and accounts.confirm_identity(request, form):
@@ -151,7 +200,9 @@ def credential_rotate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @require(Action.MANAGE_CREDENTIALS)
 def credential_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    credential = get_object_or_404(Credential, pk=pk)
+    credential = _credential(request, pk, change=True)
+    if isinstance(credential, HttpResponse):
+        return credential
     in_use = list(credential.subaccounts.values_list("number", flat=True))
     context = {"credential": credential, "in_use": subaccounts_phrase(in_use)}
     if request.method == "POST":
@@ -184,10 +235,12 @@ def _refused(request: HttpRequest, template: str, context: dict) -> HttpResponse
 @require(Action.MANAGE_CREDENTIALS)
 def credential_test(request: HttpRequest, pk: int) -> HttpResponse:
     """A signed list call with the credential; the outcome is shown in place."""
-    credential = get_object_or_404(Credential, pk=pk)
+    credential = _credential(request, pk, change=False)
+    if isinstance(credential, HttpResponse):
+        return credential
     raw = request.POST.get("subaccount", "").strip()
     if raw:
-        subaccount = int(raw) if raw.isascii() and raw.isdigit() else None
+        subaccount = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= permissions.MAX_DIGITS else None
     else:
         subaccount = next(iter(_test_subaccounts(request.user, credential)), None)
     if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, subaccount):
@@ -261,7 +314,7 @@ def _mapping_context(
 def subaccount_list(request: HttpRequest) -> HttpResponse:
     """The mapping page: each row assigns a subaccount to a credential (with a label) or unmaps it."""
     if request.method == "GET":
-        return render(request, "ogpanel/subaccounts.html", _mapping_context(request))
+        return _refuse_change(request) or render(request, "ogpanel/subaccounts.html", _mapping_context(request))
     form = SubaccountForm(request.POST)
     valid = form.is_valid()
     number = form.cleaned_data.get("number")
@@ -270,6 +323,8 @@ def subaccount_list(request: HttpRequest) -> HttpResponse:
             request, f"Subaccount must be a number from 0 to {settings.OGPANEL_MAX_SUBACCOUNT}.", status=400
         )
     if refused := permissions.refuse_out_of_scope(request, Action.MANAGE_CREDENTIALS, number):
+        return refused
+    if refused := _refuse_change(request, {"subaccount": number}):
         return refused
     # Which key a subaccount is traded with is a credential change: it needs a fresh identity check.
     if not accounts.reauth_ok(

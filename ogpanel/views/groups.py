@@ -33,6 +33,7 @@ from ogpanel.kalshi import (
     RateLimited,
     validate_order_group_id,
 )
+from ogpanel.middleware import current_path
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
 from ogpanel.views import common, four_eyes
@@ -259,7 +260,7 @@ def _confirmed(request: HttpRequest, action: Action, subaccount: int, group_id: 
         return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))
     message = f"{operation.done} order group {group_id} on subaccount {subaccount}."
     if action is Action.DELETE:
-        current = request.htmx.current_url_abs_path if common.wants_fragment(request) else None
+        current = current_path(request) if common.wants_fragment(request) else None  # None if malformed
         if current and current.startswith(detail_url):
             # Deleted from its own page, which no longer exists: go to the dashboard.
             messages.success(request, message)

@@ -5,18 +5,21 @@ exit 1 naming the first bad sequence number otherwise (an edited, deleted, inser
 reordered event). On PostgreSQL the work is shared between --workers processes (default: one
 per CPU, at most 8), each with its own database connection.
 
-The head line (last seq and hash) is worth keeping somewhere else, from cron say: the chain
-cannot show events cut from its end, or a chain rewritten whole by someone who can write to
-the database, but a head recorded earlier that is no longer in the chain does.
+The chain cannot show events cut from its end, or a chain rewritten whole by someone who can
+write to the database. `--against FILE` checks it against audit checkpoints (checkpoints.py):
+heads recorded earlier with a keyed MAC, outside the database. A checkpoint whose MAC does not
+match, or whose head the chain no longer holds, fails the check (exit 1) and is named.
 """
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ogpanel import audit
+from ogpanel import audit, checkpoints
 
 
 class Command(BaseCommand):
@@ -30,8 +33,17 @@ class Command(BaseCommand):
             help="processes checking parts of the chain at once (PostgreSQL; default: CPUs, at most 8)",
         )
         parser.add_argument("--chunk-size", type=int, default=20000, help="events read per query")
+        parser.add_argument(
+            "--against",
+            metavar="CHECKPOINTS",
+            type=Path,
+            help="also check the log against this file of audit checkpoints (or a log holding them)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        against = options["against"]
+        if against is not None and not against.is_file():
+            raise CommandError(f"--against: {against} is not a file")
         result = audit.verify(chunk_size=max(options["chunk_size"], 1), workers=max(options["workers"], 1))
         if not result.ok:
             self.stderr.write(f"FAILED: event #{result.bad_seq}: {result.problem} (checked {result.count} events)")
@@ -39,3 +51,23 @@ class Command(BaseCommand):
         self.stdout.write(f"OK: {result.count} events")
         if result.count:
             self.stdout.write(f"Head: #{result.count} {result.head}")
+        if against is not None:
+            self.against(against, result.count)
+
+    def against(self, path: Path, count: int) -> None:
+        try:
+            report = checkpoints.check(path)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        for problem in report.problems:
+            self.stderr.write(f"FAILED: {path}: {problem}")
+        if not report.ok:
+            sys.exit(1)
+        if report.latest is None:
+            self.stderr.write(f"FAILED: {path} holds no checkpoint")
+            sys.exit(1)
+        latest = report.latest
+        self.stdout.write(
+            f"Checkpoints: {report.checkpoints} match; the latest holds #{latest['seq']} "
+            f"(written at {latest['written_at']}); {count - latest['seq']} events since are covered by the chain only"
+        )
