@@ -86,7 +86,9 @@ def _route(sim: "SimulatorServer", method: str, path: str, raw_body: bytes) -> R
         return 200, {}
     if route == ("POST", "/_sim/endpoint_costs"):
         body = _body(raw_body)
-        sim.set_endpoint_cost(_required(body, "method", str), _required(body, "path", str), _required(body, "cost", int))
+        sim.set_endpoint_cost(
+            _required(body, "method", str), _required(body, "path", str), _required(body, "cost", int)
+        )
         return 200, {}
     if route == ("POST", "/_sim/clock"):
         seconds = _required(_body(raw_body), "advance", int | float)

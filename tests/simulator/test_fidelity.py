@@ -27,7 +27,9 @@ OTHER_KEY_ID = "6f1e0c4a-0000-4000-8000-000000000002"
 @pytest.mark.parametrize("action", ["reset", "trigger", "limit"])
 def test_it_refuses_a_put_without_a_json_content_type(client: SignedClient, sim: SimulatorServer, action) -> None:
     group_id = sim.create_group(0, 10)
-    response = client.put(f"{GROUPS}/{group_id}/{action}", data=b'{"contracts_limit": 5}', headers={"Content-Type": None})
+    response = client.put(
+        f"{GROUPS}/{group_id}/{action}", data=b'{"contracts_limit": 5}', headers={"Content-Type": None}
+    )
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_content_type"
