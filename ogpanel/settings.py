@@ -302,3 +302,26 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ogpanel@localhost")
+
+# --- account budgets and degraded dependencies (budgets.py, sharedcache.py) -----------------------
+from ogpanel.kalshi.ratelimit import TIERS  # noqa: E402 (no Django import there; only the tier names)
+
+if OGPANEL_KALSHI_TIER.lower() not in TIERS:
+    raise ImproperlyConfigured(f"OGPANEL_KALSHI_TIER must be one of {', '.join(TIERS)}, got {OGPANEL_KALSHI_TIER!r}")
+# How many panel processes draw on one account's budget (gunicorn workers on every host, plus the
+# watcher). With the shared cache down, each process keeps to 1/OGPANEL_PROCESSES of it on its own.
+OGPANEL_PROCESSES = env_int("OGPANEL_PROCESSES", 1, minimum=1, maximum=1000)
+# Ask the exchange for each account's budget (GET /account/limits, /account/endpoint_costs) when a
+# process first uses the account and on every credential test; what it says wins over the tier.
+OGPANEL_READ_ACCOUNT_LIMITS = env_bool("OGPANEL_READ_ACCOUNT_LIMITS", True)
+# Seconds a call to the shared cache may take before the panel works without it for a while.
+OGPANEL_CACHE_TIMEOUT = env_float("OGPANEL_CACHE_TIMEOUT", 0.5, minimum=0.05)
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["OPTIONS"] = {
+        "socket_connect_timeout": OGPANEL_CACHE_TIMEOUT,
+        "socket_timeout": OGPANEL_CACHE_TIMEOUT,
+    }
+# Seconds to wait for a PostgreSQL connection before a page says the database is unavailable.
+OGPANEL_DATABASE_CONNECT_TIMEOUT = env_int("OGPANEL_DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", OGPANEL_DATABASE_CONNECT_TIMEOUT)

@@ -1,4 +1,10 @@
-"""KalshiClient: the seven order-group endpoints over one pooled, signed session (§3, §4, §6)."""
+"""KalshiClient: the seven order-group endpoints and the account's budget over one pooled, signed session.
+
+Reference §3, §4, §6 and §11. Each call (its tries and the backoff between them) fits in one
+connect + read timeout; inside `deadline(...)` every call shares what is left of the deadline,
+rate-limiter waits included. A success whose body is an error is a failure (Rejected).
+`observer`, when given, hears the outcome of every call: a hook for metrics, with no dependency.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from ogpanel.kalshi.deadline import ends_at
 from ogpanel.kalshi.errors import (
     InvalidInput,
     KalshiError,
@@ -24,6 +31,7 @@ from ogpanel.kalshi.errors import (
     Timeout,
     Unreachable,
     error_for_status,
+    rejection_in,
 )
 from ogpanel.kalshi.keys import (
     load_private_key,
@@ -35,10 +43,25 @@ from ogpanel.kalshi.keys import (
     validate_subaccount,
     whole_contracts,
 )
-from ogpanel.kalshi.ratelimit import REQUEST_COST, RateLimiter
+from ogpanel.kalshi.ratelimit import REQUEST_COST, Bucket, Budget, RateLimiter, route_key
 from ogpanel.kalshi.stream import OrderGroupStream
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MIN_ATTEMPT_SECONDS = 0.05  # less time than this left: another try could not get an answer
+GROUP = "/portfolio/order_groups/{order_group_id}"  # the route a group's own endpoints share
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What `observer` hears after each call: the endpoint, how it ended, and where the time went."""
+
+    method: str
+    route: str  # e.g. "/portfolio/order_groups/{order_group_id}/trigger"
+    outcome: str  # "ok", or the error's class name: "RateLimited", "Timeout", "Rejected", ...
+    status: int | None
+    attempts: int
+    seconds: float  # the whole call, rate-limiter waits included
+    waited: float  # of which waiting for the rate budget
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,28 @@ class CreatedOrderGroup:
     order_group_id: str
     subaccount: int
     exchange_index: int
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """GET /account/limits: the account's tier and its two buckets (§11)."""
+
+    usage_tier: str
+    read: Bucket
+    write: Bucket
+
+    def budget(self, costs: EndpointCosts | None = None) -> Budget:
+        """The budget a RateLimiter keeps to, with per-endpoint costs where the exchange lists them."""
+        costs = costs or EndpointCosts(REQUEST_COST, {})
+        return Budget(self.usage_tier, self.read, self.write, "exchange", costs.default_cost, costs.costs)
+
+
+@dataclass(frozen=True)
+class EndpointCosts:
+    """GET /account/endpoint_costs: tokens per endpoint where they differ from the default."""
+
+    default_cost: int
+    costs: dict[tuple[str, str], int]  # (METHOD, route as ratelimit.route_key makes it) -> tokens
 
 
 def _field(obj: dict, name: str, kind: type, where: str, *, required: bool) -> object:
@@ -135,6 +180,7 @@ class KalshiClient:
         retries: int = 2,
         backoff: float = 0.2,
         pool_size: int = 64,
+        observer: Callable[[CallRecord], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -151,6 +197,7 @@ class KalshiClient:
         self.limiter = limiter
         self.retries = retries
         self.backoff = backoff
+        self.observer = observer
         self.clock: Callable[[], float] = time.time  # seam: tests sign with a stale clock
 
         self._session = requests.Session()
@@ -186,7 +233,13 @@ class KalshiClient:
         """GET /portfolio/order_groups. subaccount None lists every subaccount."""
         params = self._params(subaccount=subaccount)
         body = self._call(
-            "GET", "/portfolio/order_groups", params=params, kind="read", retry=True, ok=(200,), subaccount=subaccount
+            "GET",
+            "/portfolio/order_groups",
+            params=params,
+            kind="read",
+            retry=True,
+            ok=(200,),
+            subaccount=subaccount,
         )
         items = _object(body, "response").get("order_groups")
         if not isinstance(items, list):
@@ -201,6 +254,7 @@ class KalshiClient:
             self._call(
                 "GET",
                 path,
+                route=GROUP,
                 params=params,
                 kind="read",
                 retry=True,
@@ -256,7 +310,9 @@ class KalshiClient:
         """DELETE /portfolio/order_groups/{id}. Never retried: a repeat after success would 404."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("DELETE", path, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id)
+        self._mutate(
+            "DELETE", path, GROUP, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id
+        )
 
     def reset_order_group(
         self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
@@ -264,7 +320,8 @@ class KalshiClient:
         """PUT /portfolio/order_groups/{id}/reset."""
         path = self._group_path(order_group_id, "/reset")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/reset"
+        self._mutate("PUT", path, route, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
     def trigger_order_group(
         self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
@@ -272,7 +329,8 @@ class KalshiClient:
         """PUT /portfolio/order_groups/{id}/trigger."""
         path = self._group_path(order_group_id, "/trigger")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/trigger"
+        self._mutate("PUT", path, route, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
     def update_order_group_limit(
         self,
@@ -289,7 +347,42 @@ class KalshiClient:
         path = self._group_path(order_group_id, "/limit")
         body = {"contracts_limit": validate_contracts_limit(contracts_limit)}
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, body, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/limit"
+        self._mutate("PUT", path, route, params, body, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+
+    def get_account_limits(self) -> AccountLimits:
+        """GET /account/limits: the tier and buckets of the account this key belongs to."""
+        obj = _object(
+            self._call("GET", "/account/limits", kind="read", retry=True, ok=(200,), subaccount=None), "response"
+        )
+        buckets = {}
+        for kind in ("read", "write"):
+            bucket = _object(obj.get(kind), f"response.{kind}")
+            rate = _field(bucket, "refill_rate", int, f"response.{kind}", required=True)
+            capacity = _field(bucket, "bucket_capacity", int, f"response.{kind}", required=True)
+            if rate <= 0 or capacity < REQUEST_COST:
+                raise MalformedResponse(f"response.{kind} is not a usable bucket ({rate} a second, {capacity} tokens)")
+            buckets[kind] = Bucket(float(rate), float(capacity))
+        tier = _field(obj, "usage_tier", str, "response", required=True)
+        return AccountLimits(tier.lower(), buckets["read"], buckets["write"])
+
+    def get_endpoint_costs(self) -> EndpointCosts:
+        """GET /account/endpoint_costs: what each endpoint costs where it is not the default."""
+        obj = _object(
+            self._call("GET", "/account/endpoint_costs", kind="read", retry=True, ok=(200,), subaccount=None),
+            "response",
+        )
+        default = _field(obj, "default_cost", int, "response", required=True)
+        items = obj.get("endpoint_costs")
+        if not isinstance(items, list):
+            raise MalformedResponse("response.endpoint_costs is not a list")
+        costs = {}
+        for i, item in enumerate(items):
+            entry = _object(item, f"endpoint_costs[{i}]")
+            method = _field(entry, "method", str, f"endpoint_costs[{i}]", required=True)
+            path = _field(entry, "path", str, f"endpoint_costs[{i}]", required=True)
+            costs[method.upper(), route_key(path)] = _field(entry, "cost", int, f"endpoint_costs[{i}]", required=True)
+        return EndpointCosts(default, costs)
 
     # -- plumbing
 
@@ -308,6 +401,7 @@ class KalshiClient:
         self,
         method: str,
         path: str,
+        route: str,
         params: dict,
         json_body: dict | None,
         *,
@@ -318,6 +412,7 @@ class KalshiClient:
         body = self._call(
             method,
             path,
+            route=route,
             params=params,
             json_body=json_body,
             kind="write",
@@ -337,39 +432,87 @@ class KalshiClient:
         retry: bool,
         ok: tuple[int, ...],
         subaccount: int | None,
+        route: str | None = None,
         order_group_id: str | None = None,
         params: dict | None = None,
         json_body: dict | None = None,
     ) -> object:
         """Send one request, retrying only when `retry` says repeating it is harmless.
 
-        Returns the parsed JSON body, or `{}` for a 204.
+        Returns the parsed JSON body, or `{}` for a 204. The tries and the backoff between them
+        fit in one connect + read timeout from the first send, and in the caller's deadline.
         """
-        attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not a secret)
-            try:
-                response = self._send(method, path, params, json_body, kind)
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                error = self._transport_error(exc)
-                retryable = _worth_retrying(exc, error)
-            else:
-                if response.status_code in ok:
-                    return _json(response) if response.status_code != 204 else {}
-                error = _error_from(response, subaccount, order_group_id)
-                retryable = response.status_code in RETRY_STATUSES
-            if not retryable:
-                break
+        route = route or path
+        began = time.monotonic()
+        deadline = ends_at()
+        tries_end: float | None = None
+        waited, status, attempt = 0.0, None, 0
+        error: KalshiError | None = None
+        previous: KalshiError | None = None
+        try:
+            for attempt in range(1, 2 + (self.retries if retry else 0)):
+                if attempt > 1:
+                    pause = self.backoff * 2 ** (attempt - 2) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+                    if _left(tries_end, deadline) < pause + MIN_ATTEMPT_SECONDS:
+                        break  # no time for another try: the last error stands
+                    time.sleep(pause)
+                waited += self._wait_for_budget(method, route, kind, deadline)
+                tries_end = tries_end or time.monotonic() + sum(self.timeout)
+                left = _left(tries_end, deadline)
+                if left < MIN_ATTEMPT_SECONDS:
+                    error = error or _out_of_time()
+                    break
+                timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+                previous = error
+                try:
+                    response = self._send(method, path, params, json_body, timeout)
+                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                    error = self._transport_error(exc, timeout)
+                    retryable = _worth_retrying(exc, error)
+                else:
+                    status = response.status_code
+                    if status in ok:
+                        body = _json(response) if status != 204 else {}
+                        error = rejection_in(status, body, subaccount=subaccount, order_group_id=order_group_id)
+                        if error is None:
+                            self._observe(method, route, "ok", status, attempt, began, waited)
+                            return body
+                        retryable = False  # a refusal, however it is dressed
+                    else:
+                        error = _error_from(response, subaccount, order_group_id)
+                        retryable = status in RETRY_STATUSES
+                        if status == 429 and self.limiter is not None:
+                            self.limiter.exhausted(kind)
+                if not retryable:
+                    break
+        except KalshiError as exc:  # the rate budget would take longer than there is, or a body we cannot read
+            error = exc
+        if isinstance(error, Timeout) and previous is not None and error.seconds < self.timeout[1]:
+            error = previous  # a last try cut short by the budget: what the exchange said before is the news
+        self._observe(method, route, type(error).__name__, status, attempt, began, waited)
         # Raised outside the except clause on purpose: requests' exception carries the
         # signed request, and must not ride along as __context__ into logs.
         raise error
 
+    def _wait_for_budget(
+        self, method: str, route: str, kind: Literal["read", "write"], deadline: float | None
+    ) -> float:
+        """Before signing, so waiting here cannot age the timestamp."""
+        if self.limiter is None:
+            return 0.0
+        max_wait = None if deadline is None else deadline - time.monotonic()
+        return self.limiter.acquire(kind, self.limiter.cost(method, route), max_wait=max_wait)
+
+    def _observe(
+        self, method: str, route: str, outcome: str, status: int | None, attempts: int, began: float, waited: float
+    ) -> None:
+        if self.observer is not None:
+            record = CallRecord(method, route, outcome, status, attempts, time.monotonic() - began, waited)
+            self.observer(record)
+
     def _send(
-        self, method: str, path: str, params: dict | None, json_body: dict | None, kind: Literal["read", "write"]
+        self, method: str, path: str, params: dict | None, json_body: dict | None, timeout: tuple[float, float]
     ) -> requests.Response:
-        if self.limiter is not None:  # before signing, so waiting here cannot age the timestamp
-            self.limiter.acquire(self.key_id, kind, REQUEST_COST)
         timestamp = str(int(self.clock() * 1000))  # fresh on every attempt: a retry is signed anew
         headers = {
             "KALSHI-ACCESS-KEY": self.key_id,
@@ -383,11 +526,11 @@ class KalshiClient:
             params=params,
             json=json_body,
             headers=headers,
-            timeout=self.timeout,
+            timeout=timeout,
             allow_redirects=False,
         )
 
-    def _transport_error(self, exc: Exception) -> Unreachable:
+    def _transport_error(self, exc: Exception, timeout: tuple[float, float]) -> Unreachable:
         chain = list(_exception_chain(exc))
         # Connect timeouts first: they wrap a socket timeout too. urllib3 makes a refused
         # connection (NewConnectionError) a subclass of ConnectTimeoutError.
@@ -396,13 +539,27 @@ class KalshiClient:
             and not isinstance(e, urllib3.exceptions.NewConnectionError)
             for e in chain
         ):
-            return Timeout("connect timed out", seconds=self.timeout[0], connect=True)
+            return Timeout("connect timed out", seconds=timeout[0], connect=True)
         if any(isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain):
-            return Timeout("read timed out", seconds=self.timeout[1], connect=False)
+            return Timeout("read timed out", seconds=timeout[1], connect=False)
         for types, reason in _REASONS:
             if any(isinstance(e, types) for e in chain):
                 return Unreachable(reason)
         return Unreachable(f"network error ({type(exc).__name__})")
+
+
+def _left(tries_end: float | None, deadline: float | None) -> float:
+    ends = [end for end in (tries_end, deadline) if end is not None]
+    return min(ends) - time.monotonic() if ends else float("inf")
+
+
+def _out_of_time() -> Timeout:
+    return Timeout(
+        "the request's deadline passed before the call was sent",
+        seconds=0.0,
+        connect=False,
+        operator_message="The exchange did not answer in the time this request had left.",
+    )
 
 
 def _worth_retrying(exc: Exception, error: Unreachable) -> bool:
