@@ -33,3 +33,6 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
+
+# A failure no view handled, a database outage above all: words, never a traceback (views/errors.py).
+handler500 = "ogpanel.views.errors.server_error"

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from ogpanel import exchange, permissions, services, vault
+from ogpanel import budgets, exchange, permissions, services, vault
 from ogpanel.credential_forms import CredentialForm, KeyForm, RemoveForm, SubaccountForm, subaccounts_phrase
 from ogpanel.kalshi import InvalidInput, KalshiError
 from ogpanel.models import Credential, Subaccount
@@ -44,7 +44,7 @@ def _unusable(problem: str) -> str:
 @require(Action.MANAGE_CREDENTIALS)
 def credential_list(request: HttpRequest) -> HttpResponse:
     credentials = list(Credential.objects.prefetch_related("subaccounts"))
-    rows = [(credential, _key_problem(credential)) for credential in credentials]
+    rows = [(credential, _key_problem(credential), budgets.account_budget(credential)) for credential in credentials]
     return render(request, "ogpanel/credentials.html", {"rows": rows})
 
 
@@ -96,6 +96,7 @@ def _detail_context(request: HttpRequest, credential: Credential, **extra) -> di
         "subaccounts": credential.subaccounts.all(),
         "test_subaccounts": _test_subaccounts(request.user, credential),
         "key_problem": _key_problem(credential),
+        "budget": budgets.account_budget(credential),
         **extra,
     }
 
