@@ -322,6 +322,6 @@ if CACHES["default"]["BACKEND"].endswith("RedisCache"):
         "socket_timeout": OGPANEL_CACHE_TIMEOUT,
     }
 # Seconds to wait for a PostgreSQL connection before a page says the database is unavailable.
-OGPANEL_DATABASE_CONNECT_TIMEOUT = env_int("OGPANEL_DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
+OGPANEL_DATABASE_CONNECT_TIMEOUT = env_int("OGPANEL_DATABASE_CONNECT_TIMEOUT", 3, minimum=2)  # libpq: 2 at least
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", OGPANEL_DATABASE_CONNECT_TIMEOUT)

@@ -5,6 +5,7 @@ fresh interpreter, the panel under gunicorn as the Dockerfile runs it (smaller),
 browser-like session, and a redis-server of the test's own that can be killed and started again.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Run in a fresh interpreter against the panel's database: migrate, then for each credential
 # (label, account, key id, tier) one credential for the simulator (the private key on stdin), the
-# subaccounts given for it, and the personas otto (ops) and ada (admin).
+# subaccounts given for it, and the users: (name, role, subaccounts or None for all).
 SETUP = """
 import json
 import sys
@@ -44,9 +45,10 @@ for spec in json.loads(sys.argv[2]):
     credential.save()
     for number in spec["subaccounts"]:
         Subaccount.objects.create(number=number, credential=credential, label=f"desk {number}")
-make_user("otto", "ops")
-make_user("ada", "admin")
+for name, role, scope in json.loads(sys.argv[3]):
+    make_user(name, role, scope)
 """
+PERSONAS = [("otto", "ops", None), ("ada", "admin", None)]
 
 
 def free_port() -> int:
@@ -75,11 +77,11 @@ def panel_environment(database: Path, **settings: str) -> dict:
     }
 
 
-def prepare_database(env: dict, sim_url: str, pem: bytes, credentials: list[dict]) -> None:
-    import json
-
+def prepare_database(
+    env: dict, sim_url: str, pem: bytes, credentials: list[dict], users: list[tuple] = PERSONAS
+) -> None:
     subprocess.run(
-        [sys.executable, "-c", SETUP, sim_url, json.dumps(credentials)],
+        [sys.executable, "-c", SETUP, sim_url, json.dumps(credentials), json.dumps(users)],
         cwd=ROOT,
         env=env,
         input=pem,

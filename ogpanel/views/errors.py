@@ -27,8 +27,18 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if isinstance(problem, DatabaseError):
         # The error's text can name hosts and users; its class says enough here.
         logger.error("database unavailable while serving %s (%s)", request.path, type(problem).__name__)
+        _leave_session_unread(request)
         return _page(request, 503, "Database unavailable", DATABASE_DOWN)
     return _page(request, 500, "Internal error", INTERNAL_ERROR)
+
+
+def _leave_session_unread(request: HttpRequest) -> None:
+    """Django's SessionMiddleware reads a session it could not load once more, to decide on its cookie
+    (a second wait on the dead database), though it saves nothing for a 5xx: give it an empty one to
+    read. The browser's cookie is left as it is, so the operator is still signed in afterwards."""
+    session = getattr(request, "session", None)
+    if session is not None and not hasattr(session, "_session_cache"):
+        session._session_cache = {}
 
 
 def _page(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
