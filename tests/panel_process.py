@@ -122,8 +122,8 @@ class PanelProcess:
     def _up(self) -> bool:
         assert self.process.poll() is None, "the panel process exited; see its log"
         try:
-            requests.get(self.url + "/accounts/login/", timeout=1)
-        except requests.ConnectionError:
+            requests.get(self.url + "/accounts/login/", timeout=5)  # the first answer loads a lot: be patient
+        except requests.RequestException:
             return False
         return True
 
