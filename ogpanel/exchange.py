@@ -6,7 +6,6 @@ account or tier changes. Only this cache lives in process memory; the rate budge
 is its account's (budgets.py), shared by every credential of the account and every process.
 """
 
-import hashlib
 import threading
 
 from django.conf import settings
@@ -16,7 +15,7 @@ from ogpanel import budgets, vault
 from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream
 from ogpanel.models import Credential
 
-_clients: dict[int, tuple[str, KalshiClient]] = {}
+_clients: dict[int, tuple[tuple, KalshiClient]] = {}
 _lock = threading.Lock()
 
 
@@ -34,19 +33,21 @@ class CredentialUnusable(KalshiError):
         )
 
 
-def _version(credential: Credential) -> str:
-    # The settings a client is built with are part of its version, so overriding them (tests do) takes effect.
-    material = "\n".join(
-        [
-            credential.private_key_encrypted,
-            credential.key_id,
-            credential.base_url,
-            budgets.account_of(credential),
-            credential.tier,
-            repr((settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT, settings.OGPANEL_MAX_SUBACCOUNT)),
-        ]
+def _version(credential: Credential) -> tuple:
+    """What a client is built from. Compared as it is, not hashed: the fan-out asks 33 times a dashboard.
+
+    The settings a client is built with are part of it, so overriding them (tests do) takes effect.
+    """
+    return (
+        credential.private_key_encrypted,
+        credential.key_id,
+        credential.base_url,
+        credential.account,
+        credential.tier,
+        settings.OGPANEL_CONNECT_TIMEOUT,
+        settings.OGPANEL_READ_TIMEOUT,
+        settings.OGPANEL_MAX_SUBACCOUNT,
     )
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 # All locals, here and in the frames below (KalshiClient.__init__ holds the PEM too), are hidden
