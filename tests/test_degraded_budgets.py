@@ -167,7 +167,7 @@ def test_an_exchange_reporting_a_lower_tier_is_believed_and_its_budget_kept(db, 
 def test_a_failed_read_of_the_limits_keeps_the_configured_tier_and_says_why(db, rsa_pem, reads_limits, as_admin, sim):
     credential = make_credential(sim.base_url, rsa_pem)  # the shared simulator enforces no tier: 404
     exchange.client_for(credential)
-    wait_for(lambda: "problem" in str(budgets.account_budget(credential)), what="the failed read", timeout=10)
+    wait_for(lambda: budgets.account_budget(credential).problem, what="the failed read", timeout=10)
     budget = budgets.account_budget(credential)
     assert (budget.budget.source, budget.budget.tier) == ("configured", "basic")
     page = html.unescape(as_admin.get("/credentials/").content.decode())
