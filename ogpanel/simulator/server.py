@@ -105,6 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: on a kept-alive connection Nagle's algorithm would
+        # hold the body for the client's delayed ACK (~40 ms). Servers set TCP_NODELAY; so do we.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection)
 
     def finish(self) -> None:
