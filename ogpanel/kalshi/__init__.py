@@ -6,7 +6,9 @@ from the vault, the cache as the rate limiter's store) lives in ogpanel/exchange
 
 - errors.py     typed errors with a message an operator can act on
 - keys.py       input validation, private keys, RSA-PSS signing (§2)
-- client.py     KalshiClient and its typed results (§3, §4, §11)
+- client.py     KalshiClient: the calls, their retries, budgets and deadlines (§3, §6, §11)
+- results.py    its typed results, read strictly from the JSON (§4, §11)
+- transport.py  what a call that got no HTTP answer means
 - deadline.py   one deadline shared by every call a request makes
 - ratelimit.py  the account's read and write token buckets, shared by its keys (§6, §11)
 - stream.py     OrderGroupStream, the order_group_updates WebSocket channel (§8)
@@ -14,15 +16,7 @@ from the vault, the cache as the rate limiter's store) lives in ogpanel/exchange
 Reference: ../shared/kalshi-order-groups.md.
 """
 
-from ogpanel.kalshi.client import (
-    AccountLimits,
-    CallRecord,
-    CreatedOrderGroup,
-    EndpointCosts,
-    KalshiClient,
-    OrderGroup,
-    OrderGroupDetail,
-)
+from ogpanel.kalshi.client import KalshiClient
 from ogpanel.kalshi.deadline import deadline
 from ogpanel.kalshi.errors import (
     BadRequest,
@@ -61,6 +55,14 @@ from ogpanel.kalshi.ratelimit import (
     MemoryStore,
     RateLimiter,
     StoreUnavailable,
+)
+from ogpanel.kalshi.results import (
+    AccountLimits,
+    CallRecord,
+    CreatedOrderGroup,
+    EndpointCosts,
+    OrderGroup,
+    OrderGroupDetail,
 )
 from ogpanel.kalshi.stream import OrderGroupStream, OrderGroupUpdate, ws_url_for
 

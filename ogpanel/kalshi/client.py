@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.client import RemoteDisconnected
 from http.cookiejar import DefaultCookiePolicy
 from typing import Literal
 from urllib.parse import urlsplit
@@ -30,7 +27,6 @@ from ogpanel.kalshi.errors import (
     KalshiError,
     MalformedResponse,
     Timeout,
-    Unreachable,
     error_for_status,
     rejection_in,
 )
@@ -42,128 +38,28 @@ from ogpanel.kalshi.keys import (
     validate_exchange_index,
     validate_order_group_id,
     validate_subaccount,
-    whole_contracts,
 )
-from ogpanel.kalshi.ratelimit import REQUEST_COST, Bucket, Budget, RateLimiter, route_key
+from ogpanel.kalshi.ratelimit import RateLimiter
+from ogpanel.kalshi.results import (
+    AccountLimits,
+    CallRecord,
+    CreatedOrderGroup,
+    EndpointCosts,
+    OrderGroup,
+    OrderGroupDetail,
+    parse_account_limits,
+    parse_endpoint_costs,
+    parse_field,
+    parse_limit,
+    parse_object,
+    parse_order_group,
+)
 from ogpanel.kalshi.stream import OrderGroupStream
+from ogpanel.kalshi.transport import transport_error, worth_retrying
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MIN_ATTEMPT_SECONDS = 0.05  # less time than this left: another try could not get an answer
 GROUP = "/portfolio/order_groups/{order_group_id}"  # the route a group's own endpoints share
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """What `observer` hears after each call: the endpoint, how it ended, and where the time went."""
-
-    method: str
-    route: str  # e.g. "/portfolio/order_groups/{order_group_id}/trigger"
-    outcome: str  # "ok", or the error's class name: "RateLimited", "Timeout", "Rejected", ...
-    status: int | None
-    attempts: int
-    seconds: float  # the whole call, rate-limiter waits included
-    waited: float  # of which waiting for the rate budget
-
-
-@dataclass(frozen=True)
-class OrderGroup:
-    id: str
-    contracts_limit: int | None
-    contracts_limit_fp: str | None
-    is_auto_cancel_enabled: bool
-    exchange_index: int
-
-    @property
-    def triggered(self) -> bool:
-        # Undocumented flag, observed true after trigger and false after reset (§5).
-        return self.is_auto_cancel_enabled
-
-
-@dataclass(frozen=True)
-class OrderGroupDetail:
-    id: str
-    contracts_limit: int | None
-    contracts_limit_fp: str | None
-    is_auto_cancel_enabled: bool
-    orders: tuple[str, ...]
-    exchange_index: int
-
-    @property
-    def triggered(self) -> bool:
-        return self.is_auto_cancel_enabled
-
-
-@dataclass(frozen=True)
-class CreatedOrderGroup:
-    order_group_id: str
-    subaccount: int
-    exchange_index: int
-
-
-@dataclass(frozen=True)
-class AccountLimits:
-    """GET /account/limits: the account's tier and its two buckets (§11)."""
-
-    usage_tier: str
-    read: Bucket
-    write: Bucket
-
-    def budget(self, costs: EndpointCosts | None = None) -> Budget:
-        """The budget a RateLimiter keeps to, with per-endpoint costs where the exchange lists them."""
-        costs = costs or EndpointCosts(REQUEST_COST, {})
-        return Budget(self.usage_tier, self.read, self.write, "exchange", costs.default_cost, costs.costs)
-
-
-@dataclass(frozen=True)
-class EndpointCosts:
-    """GET /account/endpoint_costs: tokens per endpoint where they differ from the default."""
-
-    default_cost: int
-    costs: dict[tuple[str, str], int]  # (METHOD, route as ratelimit.route_key makes it) -> tokens
-
-
-def _field(obj: dict, name: str, kind: type, where: str, *, required: bool) -> object:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise MalformedResponse(f"{where}.{name} is missing")
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedResponse(f"{where}.{name} is not a {kind.__name__}")
-    return value
-
-
-def _object(value: object, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"{where} is not a JSON object")
-    return value
-
-
-def _limit(obj: dict, where: str) -> tuple[int | None, str | None]:
-    """Whole-contract limit from `contracts_limit` (if an int is sent) or `contracts_limit_fp`."""
-    fp = _field(obj, "contracts_limit_fp", str, where, required=False)
-    whole = _field(obj, "contracts_limit", int, where, required=False)
-    if whole is not None or fp is None:
-        return whole, fp
-    try:
-        return whole_contracts(fp), fp
-    except ValueError:
-        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
-
-
-def _order_group(item: object, where: str) -> OrderGroup:
-    obj = _object(item, where)
-    limit, fp = _limit(obj, where)
-    return OrderGroup(
-        id=_field(obj, "id", str, where, required=True),
-        contracts_limit=limit,
-        contracts_limit_fp=fp,
-        is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, where, required=True),
-        exchange_index=_field(obj, "exchange_index", int, where, required=False) or 0,
-    )
-
-
-# ---------------------------------------------------------------- client
 
 
 class KalshiClient:
@@ -247,16 +143,16 @@ class KalshiClient:
             ok=(200,),
             subaccount=subaccount,
         )
-        items = _object(body, "response").get("order_groups")
+        items = parse_object(body, "response").get("order_groups")
         if not isinstance(items, list):
             raise MalformedResponse("response.order_groups is not a list")
-        return [_order_group(item, f"order_groups[{i}]") for i, item in enumerate(items)]
+        return [parse_order_group(item, f"order_groups[{i}]") for i, item in enumerate(items)]
 
     def get_order_group(self, order_group_id: str, subaccount: int | None = None) -> OrderGroupDetail:
         """GET /portfolio/order_groups/{id}. subaccount None searches every subaccount."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount)
-        obj = _object(
+        obj = parse_object(
             self._call(
                 "GET",
                 path,
@@ -273,14 +169,14 @@ class KalshiClient:
         orders = obj.get("orders")
         if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
             raise MalformedResponse("response.orders is not a list of order ids")
-        limit, fp = _limit(obj, "response")
+        limit, fp = parse_limit(obj, "response")
         return OrderGroupDetail(
             id=order_group_id,  # the response carries no id (§4)
             contracts_limit=limit,
             contracts_limit_fp=fp,
-            is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, "response", required=True),
+            is_auto_cancel_enabled=parse_field(obj, "is_auto_cancel_enabled", bool, "response", required=True),
             orders=tuple(orders),
-            exchange_index=_field(obj, "exchange_index", int, "response", required=False) or 0,
+            exchange_index=parse_field(obj, "exchange_index", int, "response", required=False) or 0,
         )
 
     def create_order_group(
@@ -289,7 +185,7 @@ class KalshiClient:
         """POST /portfolio/order_groups/create. Never retried: on doubt, list and reconcile."""
         body: dict[str, int] = {"contracts_limit": validate_contracts_limit(contracts_limit)}
         body.update(self._params(subaccount=subaccount, exchange_index=exchange_index))
-        obj = _object(
+        obj = parse_object(
             self._call(
                 "POST",
                 "/portfolio/order_groups/create",
@@ -301,10 +197,10 @@ class KalshiClient:
             ),
             "response",
         )
-        returned = _field(obj, "subaccount", int, "response", required=False)
-        index = _field(obj, "exchange_index", int, "response", required=False)
+        returned = parse_field(obj, "subaccount", int, "response", required=False)
+        index = parse_field(obj, "exchange_index", int, "response", required=False)
         return CreatedOrderGroup(
-            order_group_id=_field(obj, "order_group_id", str, "response", required=True),
+            order_group_id=parse_field(obj, "order_group_id", str, "response", required=True),
             # Older specs return the id only; the group then lives where we asked.
             subaccount=returned if returned is not None else body.get("subaccount", 0),
             exchange_index=index if index is not None else body.get("exchange_index", 0),
@@ -358,37 +254,18 @@ class KalshiClient:
 
     def get_account_limits(self) -> AccountLimits:
         """GET /account/limits: the tier and buckets of the account this key belongs to."""
-        obj = _object(
+        obj = parse_object(
             self._call("GET", "/account/limits", kind="read", retry=True, ok=(200,), subaccount=None), "response"
         )
-        buckets = {}
-        for kind in ("read", "write"):
-            bucket = _object(obj.get(kind), f"response.{kind}")
-            rate = _field(bucket, "refill_rate", int, f"response.{kind}", required=True)
-            capacity = _field(bucket, "bucket_capacity", int, f"response.{kind}", required=True)
-            if rate <= 0 or capacity < REQUEST_COST:
-                raise MalformedResponse(f"response.{kind} is not a usable bucket ({rate} a second, {capacity} tokens)")
-            buckets[kind] = Bucket(float(rate), float(capacity))
-        tier = _field(obj, "usage_tier", str, "response", required=True)
-        return AccountLimits(tier.lower(), buckets["read"], buckets["write"])
+        return parse_account_limits(obj)
 
     def get_endpoint_costs(self) -> EndpointCosts:
         """GET /account/endpoint_costs: what each endpoint costs where it is not the default."""
-        obj = _object(
+        obj = parse_object(
             self._call("GET", "/account/endpoint_costs", kind="read", retry=True, ok=(200,), subaccount=None),
             "response",
         )
-        default = _field(obj, "default_cost", int, "response", required=True)
-        items = obj.get("endpoint_costs")
-        if not isinstance(items, list):
-            raise MalformedResponse("response.endpoint_costs is not a list")
-        costs = {}
-        for i, item in enumerate(items):
-            entry = _object(item, f"endpoint_costs[{i}]")
-            method = _field(entry, "method", str, f"endpoint_costs[{i}]", required=True)
-            path = _field(entry, "path", str, f"endpoint_costs[{i}]", required=True)
-            costs[method.upper(), route_key(path)] = _field(entry, "cost", int, f"endpoint_costs[{i}]", required=True)
-        return EndpointCosts(default, costs)
+        return parse_endpoint_costs(obj)
 
     # -- plumbing
 
@@ -427,7 +304,7 @@ class KalshiClient:
             subaccount=subaccount,
             order_group_id=order_group_id,
         )
-        _object(body, "response")  # `{}` usually; anything but an object is not a success
+        parse_object(body, "response")  # `{}` usually; anything but an object is not a success
 
     def _call(
         self,
@@ -473,8 +350,8 @@ class KalshiClient:
                 try:
                     response = self._send(method, path, params, json_body, timeout)
                 except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                    error = self._transport_error(exc, timeout)
-                    retryable = _worth_retrying(exc, error)
+                    error = transport_error(exc, timeout)
+                    retryable = worth_retrying(exc, error)
                 else:
                     status = response.status_code
                     if status in ok:
@@ -536,23 +413,6 @@ class KalshiClient:
             allow_redirects=False,
         )
 
-    def _transport_error(self, exc: Exception, timeout: tuple[float, float]) -> Unreachable:
-        chain = list(_exception_chain(exc))
-        # Connect timeouts first: they wrap a socket timeout too. urllib3 makes a refused
-        # connection (NewConnectionError) a subclass of ConnectTimeoutError.
-        if any(
-            isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
-            and not isinstance(e, urllib3.exceptions.NewConnectionError)
-            for e in chain
-        ):
-            return Timeout("connect timed out", seconds=timeout[0], connect=True)
-        if any(isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain):
-            return Timeout("read timed out", seconds=timeout[1], connect=False)
-        for types, reason in _REASONS:
-            if any(isinstance(e, types) for e in chain):
-                return Unreachable(reason)
-        return Unreachable(f"network error ({type(exc).__name__})")
-
 
 def _left(tries_end: float | None, deadline: float | None) -> float:
     ends = [end for end in (tries_end, deadline) if end is not None]
@@ -566,50 +426,6 @@ def _out_of_time() -> Timeout:
         connect=False,
         operator_message="The exchange did not answer in the time this request had left.",
     )
-
-
-def _worth_retrying(exc: Exception, error: Unreachable) -> bool:
-    """Connection failures, yes. Read timeouts, no: a hung exchange must not multiply the
-    wait. TLS and URL errors, no: they will not fix themselves."""
-    if isinstance(error, Timeout) and not error.connect:
-        return False
-    if isinstance(exc, requests.exceptions.SSLError):
-        return False
-    return isinstance(
-        exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
-    )
-
-
-_REASONS: list[tuple[tuple[type[BaseException], ...], str]] = [
-    ((urllib3.exceptions.NameResolutionError, socket.gaierror), "the host name could not be resolved"),
-    ((requests.exceptions.SSLError,), "the TLS handshake failed"),
-    ((ConnectionRefusedError,), "connection refused"),
-    (
-        (
-            RemoteDisconnected,
-            ConnectionResetError,
-            ConnectionAbortedError,
-            BrokenPipeError,
-            urllib3.exceptions.ProtocolError,
-            requests.exceptions.ChunkedEncodingError,
-        ),
-        "the connection was dropped",
-    ),
-]
-
-
-def _exception_chain(exc: BaseException):
-    """Every exception wrapped inside `exc` (requests nests urllib3's, which nests the socket's)."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        nested = (*current.args, getattr(current, "reason", None), current.__cause__, current.__context__)
-        stack.extend(e for e in nested if isinstance(e, BaseException))
 
 
 def _json(response: requests.Response) -> object:
