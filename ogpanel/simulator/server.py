@@ -23,7 +23,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -32,6 +31,7 @@ from ogpanel.simulator.auth import KEY_HEADER, KeyRing
 from ogpanel.simulator.exchange import Clock, Exchange, ExchangeError, bad_request, not_found
 from ogpanel.simulator.faults import FaultBook
 from ogpanel.simulator.ratelimit import DEFAULT_ACCOUNT, RateLimiter
+from ogpanel.simulator.requestlog import RequestLog, RequestRecord
 from ogpanel.simulator.websocket import HEARTBEAT_SECONDS, WS_PATH, WebSocketHub
 
 API_PREFIX = "/trade-api/v2"
@@ -46,55 +46,6 @@ KEEP_ALIVE_SECONDS = 30.0  # an idle kept-alive connection is closed after this 
 BODY_METHODS = ("POST", "PUT")  # demo refuses these without Content-Type: application/json (§3, OBS)
 
 Answer = tuple[int, object]
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One /trade-api/v2 request. `path` is the full URL path (with /trade-api/v2, without the query).
-
-    `status` is None while the request is in flight and for one that was
-    dropped or hung up on.
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int | None
-    key_id: str | None
-    # The body as text (undecodable bytes replaced); left out of comparisons, so records
-    # written out by hand in tests need not spell it.
-    body: str = field(default="", compare=False)
-
-
-@dataclass
-class _LogEntry:
-    method: str
-    path: str
-    query: dict[str, str]
-    key_id: str | None
-    status: int | None = None
-    body: str = ""
-
-
-@dataclass
-class RequestLog:
-    _entries: list[_LogEntry] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, method: str, path: str, query: dict[str, str], key_id: str | None, body: bytes = b"") -> _LogEntry:
-        # Logged on arrival, so a request still hanging is already visible.
-        entry = _LogEntry(method, path, query, key_id, body=body.decode("utf-8", "replace"))
-        with self._lock:
-            self._entries.append(entry)
-        return entry
-
-    def snapshot(self) -> list[RequestRecord]:
-        with self._lock:
-            return [RequestRecord(e.method, e.path, dict(e.query), e.status, e.key_id, e.body) for e in self._entries]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries = []
 
 
 class _Handler(BaseHTTPRequestHandler):
