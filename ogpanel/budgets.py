@@ -211,7 +211,8 @@ def ask_exchange(credential: Credential, client: KalshiClient) -> AccountBudget:
             problem = "the exchange does not report account budgets (no GET /account/limits)"
         else:
             problem = f"the exchange's budget could not be read: {exc.operator_message}"
-        logger.warning("account %s: %s", account, problem)
+        # An exchange without the endpoint (the simulator without a tier) is no trouble: only a failure warns.
+        logger.log(logging.INFO if isinstance(exc, NotFound) else logging.WARNING, "account %s: %s", account, problem)
         remembered = {**(sharedcache.cache.get(_remembered_key(account)) or {}), "problem": problem}
         sharedcache.cache.set(_remembered_key(account), remembered, timeout=REMEMBER_SECONDS)
         return AccountBudget(
