@@ -21,7 +21,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from ogpanel.kalshi.deadline import ends_at
+from ogpanel.kalshi.deadline import charge, ends_at
 from ogpanel.kalshi.errors import (
     InvalidInput,
     KalshiError,
@@ -389,6 +389,7 @@ class KalshiClient:
     def _observe(
         self, method: str, route: str, outcome: str, status: int | None, attempts: int, began: float, waited: float
     ) -> None:
+        charge(time.monotonic() - began)  # every call ends here: its time comes off the request's deadline
         if self.observer is not None:
             record = CallRecord(method, route, outcome, status, attempts, time.monotonic() - began, waited)
             self.observer(record)
