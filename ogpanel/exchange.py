@@ -1,25 +1,22 @@
 """One long-lived KalshiClient per credential and process.
 
 Parsing a private key costs ~40 ms and a TLS handshake more, so a client (its parsed key and
-its pooled session) is built once and reused until the credential's key, key id or base URL
-changes. Only this cache lives in process memory; the rate-limit budget it draws from is in
-Django's cache, shared by every panel process.
+its pooled session) is built once and reused until the credential's key, key id, base URL,
+account or tier changes. Only this cache lives in process memory; the rate budget it draws on
+is its account's (budgets.py), shared by every credential of the account and every process.
 """
 
-import hashlib
 import threading
 
 from django.conf import settings
-from django.core.cache import cache
 from django.views.decorators.debug import sensitive_variables
 
-from ogpanel import vault
-from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream, RateLimiter
+from ogpanel import budgets, vault
+from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream
 from ogpanel.models import Credential
 
-_clients: dict[int, tuple[str, KalshiClient]] = {}
+_clients: dict[int, tuple[tuple, KalshiClient]] = {}
 _lock = threading.Lock()
-_limiter: RateLimiter | None = None
 
 
 class CredentialUnusable(KalshiError):
@@ -36,24 +33,21 @@ class CredentialUnusable(KalshiError):
         )
 
 
-def limiter() -> RateLimiter:
-    global _limiter
-    if _limiter is None:
-        _limiter = RateLimiter.for_tier(settings.OGPANEL_KALSHI_TIER, store=cache)
-    return _limiter
+def _version(credential: Credential) -> tuple:
+    """What a client is built from. Compared as it is, not hashed: the fan-out asks 33 times a dashboard.
 
-
-def _version(credential: Credential) -> str:
-    # The settings a client is built with are part of its version, so overriding them (tests do) takes effect.
-    material = "\n".join(
-        [
-            credential.private_key_encrypted,
-            credential.key_id,
-            credential.base_url,
-            repr((settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT, settings.OGPANEL_MAX_SUBACCOUNT)),
-        ]
+    The settings a client is built with are part of it, so overriding them (tests do) takes effect.
+    """
+    return (
+        credential.private_key_encrypted,
+        credential.key_id,
+        credential.base_url,
+        credential.account,
+        credential.tier,
+        settings.OGPANEL_CONNECT_TIMEOUT,
+        settings.OGPANEL_READ_TIMEOUT,
+        settings.OGPANEL_MAX_SUBACCOUNT,
     )
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 # All locals, here and in the frames below (KalshiClient.__init__ holds the PEM too), are hidden
@@ -75,13 +69,14 @@ def client_for(credential: Credential) -> KalshiClient:
         pem,
         timeout=(settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT),
         max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
-        limiter=limiter(),
+        limiter=budgets.limiter_for(credential),
     )
     with _lock:
         previous = _clients.get(credential.pk)
         _clients[credential.pk] = (version, client)
     if previous and previous[1] is not client:
         previous[1].close()
+    budgets.ask_exchange_once(credential, client)
     return client
 
 

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from ogpanel.kalshi.ratelimit import TIERS
+
 
 class Credential(models.Model):
     """A Kalshi API key. The private key is stored only encrypted (see vault.py)."""
@@ -23,6 +25,21 @@ class Credential(models.Model):
     key_id = models.CharField("API key id", max_length=100)
     private_key_encrypted = models.TextField(editable=False)
     fingerprint = models.CharField("public key fingerprint", max_length=100, editable=False)
+    # Kalshi gives its rate budget to the account (the member), not to a key: credentials with the
+    # same account name and base URL draw on one budget (budgets.py). Blank: the environment's one account.
+    account = models.CharField(
+        "Kalshi account",
+        max_length=100,
+        blank=True,
+        help_text="Credentials of one Kalshi account share its rate budget. Leave blank for the environment's account.",
+    )
+    tier = models.CharField(
+        "rate-limit tier",
+        max_length=20,
+        blank=True,
+        choices=[(name, name.title()) for name in TIERS],
+        help_text="The account's tier, until the exchange reports its own. Blank: OGPANEL_KALSHI_TIER.",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -8,28 +8,44 @@ threads only talk HTTP and the cache; database reads happen before the fan-out.
 The dashboard may show a listing up to STALE_FOR more lifetimes old while it is read again in
 the background: its polls then never wait for the exchange or the rate limiter (the first read
 of a subaccount, and the read after a change, still wait). Every other caller waits for a fresh one.
+
+Worker threads are the panel's scarcest resource: while the exchange hangs, every dashboard that
+waits on it holds one for a whole read timeout, and the pages that need no exchange (the kill
+switch form, the audit log) queue behind them. So only DASHBOARD_WAITERS dashboard requests per
+process wait on upstream reads at a time; the others answer at once, each missing listing marked
+as still being read (error_kind "Pending") and read in the background for the next refresh.
+
+The cache is sharedcache's: with Redis down, listings are shared within this process only.
 """
 
 import logging
+import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.core.cache import cache
 
 from ogpanel import permissions
 from ogpanel.exchange import client_for
 from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupDetail
 from ogpanel.models import Subaccount
+from ogpanel.sharedcache import cache
 
 FAN_OUT_WORKERS = 34  # one per subaccount (0..32) plus room, so no listing waits for another
 STALE_FOR = 2  # lifetimes (OGPANEL_LIST_CACHE_SECONDS) a listing is kept past fresh, for stale_ok readers
+DASHBOARD_WAITERS = 1  # dashboard requests per process that may wait on upstream reads at once
+PENDING = "the exchange has not answered yet; it shows at a later refresh."
 
 logger = logging.getLogger(__name__)
 # Long-lived threads for background re-reads: each keeps its cache connection from one read to the next.
 _refresher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ogpanel-listing")
+# The fan-out's threads, kept from one dashboard to the next: starting 33 threads cost each poll ~7%
+# of its CPU, and a kept thread keeps its cache connection. Room for two fan-outs at once; more queue.
+_fan_out = ThreadPoolExecutor(max_workers=2 * FAN_OUT_WORKERS, thread_name_prefix="ogpanel-fan-out")
+_dashboard_waiters = threading.BoundedSemaphore(DASHBOARD_WAITERS)
 
 
 @dataclass(frozen=True)
@@ -151,11 +167,14 @@ def listing(subaccount: Subaccount, *, fresh: bool = False) -> Listing:
     return _shared_listing(subaccount, fresh)
 
 
-def listings(subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bool = False) -> list[Listing]:
+def listings(
+    subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bool = False, wait: float | None = None
+) -> list[Listing]:
     """Every subaccount's order groups, fetched concurrently; one failure never hides the others.
 
     `stale_ok`: a listing past its lifetime (but within STALE_FOR more) is returned as it is and
-    read again in the background.
+    read again in the background. `wait`: at most this many seconds for the reads; one still out
+    then is marked as still being read (and, finished, shared for the next caller).
     """
     if not subaccounts:
         return []
@@ -172,11 +191,24 @@ def listings(subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bo
                 shared[_cache_key(sub)] = cached
                 _refresh_later(sub)
     missing = [sub for sub in subaccounts if _cache_key(sub) not in shared]
-    if missing:
-        with ThreadPoolExecutor(max_workers=min(FAN_OUT_WORKERS, len(missing))) as pool:
-            shared.update(
-                zip(map(_cache_key, missing), pool.map(lambda sub: _shared_listing(sub, fresh), missing), strict=True)
-            )
+    if not missing:
+        return [shared[_cache_key(sub)] for sub in subaccounts]
+    if stale_ok and not _dashboard_waiters.acquire(blocking=False):
+        # Another dashboard of this process is already waiting on the exchange: do not hold a
+        # second worker thread too. What is missing is read in the background for the next poll.
+        for sub in missing:
+            _refresh_later(sub)
+            shared[_cache_key(sub)] = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+        return [shared[_cache_key(sub)] for sub in subaccounts]
+    try:
+        reads = {sub: _fan_out.submit(_shared_listing, sub, fresh) for sub in missing}
+        futures.wait(reads.values(), timeout=wait)
+        for sub, read in reads.items():
+            pending = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+            shared[_cache_key(sub)] = read.result() if read.done() else pending
+    finally:
+        if stale_ok:
+            _dashboard_waiters.release()
     return [shared[_cache_key(sub)] for sub in subaccounts]
 
 

@@ -7,12 +7,13 @@ functions trust their arguments and raise KalshiError (or InvalidInput) on failu
 failure is in the audit log.
 """
 
+from django.conf import settings
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from ogpanel import audit, exchange, selectors, vault
+from ogpanel import audit, budgets, exchange, selectors, vault
 from ogpanel.audit import Actor
-from ogpanel.kalshi import CreatedOrderGroup, load_private_key, public_key_fingerprint
+from ogpanel.kalshi import CreatedOrderGroup, deadline, load_private_key, public_key_fingerprint
 from ogpanel.models import Credential, Subaccount
 
 
@@ -151,12 +152,19 @@ def credential_remove(*, actor: Actor, credential: Credential) -> None:
 
 
 def credential_test(*, actor: Actor, credential: Credential, subaccount: int = 0) -> int:
-    """A signed list call with this credential; returns how many groups it saw (raises KalshiError)."""
+    """A signed list call with this credential; returns how many groups it saw (raises KalshiError).
+
+    Then, within the same deadline, the account's budget as the exchange reports it (budgets.py).
+    """
     with audit.attempt(
         actor, "credential_test", credential=credential, subaccount=subaccount, params={"label": credential.label}
     ) as pending:
-        groups = exchange.client_for(credential).list_order_groups(subaccount=subaccount)
-        pending.result_params["groups"] = len(groups)
+        client = exchange.client_for(credential)
+        with deadline(settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT):
+            groups = client.list_order_groups(subaccount=subaccount)
+            pending.result_params["groups"] = len(groups)
+            if settings.OGPANEL_READ_ACCOUNT_LIMITS:
+                pending.result_params["usage_tier"] = budgets.ask_exchange(credential, client).budget.tier
     return len(groups)
 
 

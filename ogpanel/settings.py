@@ -186,6 +186,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Shared state between panel processes (rate-limit buckets, cached listings) lives in the cache.
 # Without REDIS_URL it is per-process memory, which is right for the single-process demo only.
+CACHES: dict[str, dict[str, Any]]
 if env_str("REDIS_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("REDIS_URL")}}
 else:
@@ -367,6 +368,7 @@ OGPANEL_SWEEPS_IN_PANEL = env_bool("OGPANEL_SWEEPS_IN_PANEL", True)
 # --- policy and four eyes (policy.py, approvals.py) ----------------------------------------------
 # A request for a second person's approval expires after this many minutes.
 OGPANEL_APPROVAL_MINUTES = env_int("OGPANEL_APPROVAL_MINUTES", 15, minimum=1)
+
 # --- security: error reports, proxies, audit checkpoints ----------------------------------------
 # Error pages (DEBUG included), mailed error reports and log lines never carry key material.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "ogpanel.redaction.KeyFilter"
@@ -412,3 +414,26 @@ OGPANEL_AUDIT_CHECKPOINT_KEY_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_KEY_FILE")
 OGPANEL_AUDIT_CHECKPOINT_FILE = env_str("OGPANEL_AUDIT_CHECKPOINT_FILE", str(VAR_DIR / "audit-checkpoints.jsonl"))
 # How often a running watcher (or `manage.py audit_checkpoint --every`) writes one, in seconds.
 OGPANEL_AUDIT_CHECKPOINT_SECONDS = env_float("OGPANEL_AUDIT_CHECKPOINT_SECONDS", 300.0, minimum=1.0)
+
+# --- account budgets and degraded dependencies (budgets.py, sharedcache.py) -----------------------
+from ogpanel.kalshi.ratelimit import TIERS  # noqa: E402 (no Django import there; only the tier names)
+
+if OGPANEL_KALSHI_TIER.lower() not in TIERS:
+    raise ImproperlyConfigured(f"OGPANEL_KALSHI_TIER must be one of {', '.join(TIERS)}, got {OGPANEL_KALSHI_TIER!r}")
+# How many panel processes draw on one account's budget (gunicorn workers on every host, plus the
+# watcher). With the shared cache down, each process keeps to 1/OGPANEL_PROCESSES of it on its own.
+OGPANEL_PROCESSES = env_int("OGPANEL_PROCESSES", 1, minimum=1, maximum=1000)
+# Ask the exchange for each account's budget (GET /account/limits, /account/endpoint_costs) when a
+# process first uses the account and on every credential test; what it says wins over the tier.
+OGPANEL_READ_ACCOUNT_LIMITS = env_bool("OGPANEL_READ_ACCOUNT_LIMITS", True)
+# Seconds a call to the shared cache may take before the panel works without it for a while.
+OGPANEL_CACHE_TIMEOUT = env_float("OGPANEL_CACHE_TIMEOUT", 0.5, minimum=0.05)
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["OPTIONS"] = {
+        "socket_connect_timeout": OGPANEL_CACHE_TIMEOUT,
+        "socket_timeout": OGPANEL_CACHE_TIMEOUT,
+    }
+# Seconds to wait for a PostgreSQL connection before a page says the database is unavailable.
+OGPANEL_DATABASE_CONNECT_TIMEOUT = env_int("OGPANEL_DATABASE_CONNECT_TIMEOUT", 3, minimum=2)  # libpq: 2 at least
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", OGPANEL_DATABASE_CONNECT_TIMEOUT)

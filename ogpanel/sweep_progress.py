@@ -1,19 +1,19 @@
 """Reads of kill switch sweeps: progress per subaccount and group, the rate budget it waits on, an estimate.
 
 Everything comes from the sweep's rows, so any panel process shows the same progress, whoever runs
-the sweep. The pace it waits on is the limiter's write budget per API key, as configured (the
-limiter shares it between processes); the estimate uses the pace actually observed once a few
-calls are answered.
+the sweep. The pace it waits on is the write budget of each Kalshi account involved (budgets.py:
+what the exchange says, else the configured tier; shared between processes); the estimate uses the
+pace actually observed once a few calls are answered.
 """
 
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 
-from ogpanel import exchange
-from ogpanel.kalshi import REQUEST_COST
+from ogpanel import budgets
 from ogpanel.models import AuditEvent, Subaccount, Sweep, SweepGroup, SweepTarget
 
 State = SweepGroup.State
@@ -52,8 +52,9 @@ class Progress:
     sweep: Sweep
     targets: tuple[TargetLine, ...]
     groups: tuple[GroupLine, ...]
-    calls_per_second: float  # the configured write budget, over the API keys involved
-    keys: int
+    calls_per_second: float  # the write budget, summed over the accounts involved
+    accounts: int
+    tier: str  # the accounts' tier ("basic", ...; several: "mixed")
     pace: float | None  # calls answered per second so far
     eta_seconds: float | None
     stalled_for: float | None  # seconds since the lease lapsed, when nobody runs an unfinished sweep
@@ -107,10 +108,17 @@ def _target_line(target: SweepTarget, label: str, rows: list[SweepGroup]) -> Tar
     )
 
 
-def _budget(numbers: list[int]) -> tuple[float, int]:
-    keys = len(set(Subaccount.objects.filter(number__in=numbers).values_list("credential__key_id", flat=True))) or 1
-    per_key = exchange.limiter().rates["write"] / REQUEST_COST
-    return per_key * keys, keys
+def _budget(numbers: list[int]) -> tuple[float, int, str]:
+    """Writes per second over the accounts the subaccounts trade through, how many accounts, their tier."""
+    credentials = {
+        sub.credential_id: sub.credential
+        for sub in Subaccount.objects.filter(number__in=numbers).select_related("credential")
+    }.values()
+    by_account = {budgets.account_of(credential): credential for credential in credentials}
+    states = [budgets.budget_state(credential) for credential in by_account.values()]
+    tiers = {state.tier for state in states}
+    tier = tiers.pop() if len(tiers) == 1 else ("mixed" if tiers else settings.OGPANEL_KALSHI_TIER)
+    return sum(state.requests_per_second for state in states), len(states), tier
 
 
 def sweep_progress(sweep: Sweep, visible: list[int] | None = None, *, now: datetime | None = None) -> Progress:
@@ -141,7 +149,7 @@ def sweep_progress(sweep: Sweep, visible: list[int] | None = None, *, now: datet
         for row in rows[target.pk]
     ]
     groups.sort(key=lambda line: (not line.failed, line.subaccount, line.order_group_id))
-    rate, keys = _budget([target.subaccount for target in targets])
+    rate, accounts, tier = _budget([target.subaccount for target in targets])
     pace = None
     if sweep.first_call_at and sweep.calls_done >= MIN_CALLS_FOR_PACE:
         elapsed = ((sweep.finished_at or now) - sweep.first_call_at).total_seconds()
@@ -151,7 +159,7 @@ def sweep_progress(sweep: Sweep, visible: list[int] | None = None, *, now: datet
     stalled = None
     if not finished and (sweep.lease_until is None or sweep.lease_until < now):
         stalled = (now - (sweep.lease_until or sweep.created_at)).total_seconds()
-    return Progress(sweep, lines, tuple(groups), rate, keys, pace, eta, stalled)
+    return Progress(sweep, lines, tuple(groups), rate, accounts, tier, pace, eta, stalled)
 
 
 def sweeps_for(visible: list[int] | None, *, limit: int = 10) -> list[Sweep]:

@@ -1,9 +1,11 @@
 """Failed sign-in counting and lockout, per username and per client address.
 
 Counters live in Django's cache so that every panel process sees the same numbers (Redis in
-production). Failures are counted with the cache's atomic `incr`, so concurrent guesses cannot
-slip past the limit by racing a read and a write, and summed over the last
-OGPANEL_LOGIN_WINDOW_SECONDS. Reaching a limit sets a lock that lasts OGPANEL_LOGIN_LOCKOUT_SECONDS.
+production); while Redis cannot be reached they live in this process's memory (sharedcache.py),
+so sign-in throttling keeps working, per process, through an outage. Failures are counted with
+the cache's atomic `incr`, so concurrent guesses cannot slip past the limit by racing a read
+and a write, and summed over the last OGPANEL_LOGIN_WINDOW_SECONDS. Reaching a limit sets a
+lock that lasts OGPANEL_LOGIN_LOCKOUT_SECONDS.
 
 Times come from `clock()`, not the cache's own expiry, so tests can move time forward; the
 cache timeouts only collect the garbage.
@@ -14,7 +16,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+
+from ogpanel.sharedcache import cache
 
 _PREFIX = "ogpanel:login"
 # A window is counted in this many slices, one counter each: a failure is forgotten when the

@@ -48,3 +48,6 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
+
+# A failure no view handled, a database outage above all: words, never a traceback (views/errors.py).
+handler500 = "ogpanel.views.errors.server_error"

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.test import Client
 
-from ogpanel import vault
+from ogpanel import budgets, sharedcache, vault
 from ogpanel.models import AccessScope, Credential, Subaccount
 
 ENCRYPTION_KEYS = ",".join([vault.new_key_entry("k2"), vault.new_key_entry("k1")])
@@ -49,9 +49,11 @@ def flush_past_the_audit_guard():  # public name: conftest imports it with `impo
 
 @pytest.fixture(autouse=True)
 def _panel_isolation(settings):
-    """Every test gets its own encryption keys setting and an empty shared cache."""
+    """Every test gets its own encryption keys setting, an empty shared cache and full rate budgets."""
     settings.OGPANEL_ENCRYPTION_KEYS = ENCRYPTION_KEYS
     cache.clear()
+    budgets.forget()
+    sharedcache.forget_outage()
     yield
     cache.clear()
 

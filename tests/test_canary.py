@@ -14,11 +14,9 @@ import logging
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from django.core.cache import cache
 from django.test import Client
 
 from ogpanel import exchange
-from ogpanel.kalshi import RateLimiter
 from ogpanel.models import AuditEvent, Credential
 from tests.leaks import key_pieces, leaks, pieces
 from tests.panel_fixtures import ENCRYPTION_KEYS
@@ -218,7 +216,7 @@ def test_no_piece_of_a_canary_key_leaves_the_panel(
         assert assigned.status_code == 302
     # The crawl is about what comes back, not pacing: the canary's client retries at once and draws
     # on the largest tier's budget, or retried faults would make the crawl wait for minutes.
-    monkeypatch.setattr(exchange, "_limiter", RateLimiter.for_tier("prime", store=cache))
+    settings.OGPANEL_KALSHI_TIER = "prime"
     exchange.client_for(credential).backoff = 0
     group, other, doomed = sim.create_group(1, 10), sim.create_group(2, 10), sim.create_group(1, 10)
     if kind:

@@ -6,14 +6,18 @@ from the vault, the cache as the rate limiter's store) lives in ogpanel/exchange
 
 - errors.py     typed errors with a message an operator can act on
 - keys.py       input validation, private keys, RSA-PSS signing (§2)
-- client.py     KalshiClient and its typed results (§3, §4)
-- ratelimit.py  the shared read/write budget per API key (§6)
+- client.py     KalshiClient: the calls, their retries, budgets and deadlines (§3, §6, §11)
+- results.py    its typed results, read strictly from the JSON (§4, §11)
+- transport.py  what a call that got no HTTP answer means
+- deadline.py   one deadline shared by every call a request makes
+- ratelimit.py  the account's read and write token buckets, shared by its keys (§6, §11)
 - stream.py     OrderGroupStream, the order_group_updates WebSocket channel (§8)
 
 Reference: ../shared/kalshi-order-groups.md.
 """
 
-from ogpanel.kalshi.client import CreatedOrderGroup, KalshiClient, OrderGroup, OrderGroupDetail
+from ogpanel.kalshi.client import KalshiClient
+from ogpanel.kalshi.deadline import deadline
 from ogpanel.kalshi.errors import (
     BadRequest,
     ClockSkew,
@@ -23,6 +27,7 @@ from ogpanel.kalshi.errors import (
     MalformedResponse,
     NotFound,
     RateLimited,
+    Rejected,
     ServerError,
     StreamGap,
     Timeout,
@@ -40,7 +45,25 @@ from ogpanel.kalshi.keys import (
     validate_order_group_id,
     validate_subaccount,
 )
-from ogpanel.kalshi.ratelimit import REQUEST_COST, TIERS, CounterStore, MemoryStore, RateLimiter
+from ogpanel.kalshi.ratelimit import (
+    REQUEST_COST,
+    TIERS,
+    Bucket,
+    BucketStore,
+    Budget,
+    BudgetState,
+    MemoryStore,
+    RateLimiter,
+    StoreUnavailable,
+)
+from ogpanel.kalshi.results import (
+    AccountLimits,
+    CallRecord,
+    CreatedOrderGroup,
+    EndpointCosts,
+    OrderGroup,
+    OrderGroupDetail,
+)
 from ogpanel.kalshi.stream import OrderGroupStream, OrderGroupUpdate, ws_url_for
 
 __all__ = [
@@ -48,10 +71,16 @@ __all__ = [
     "ORDER_GROUP_ID_RE",
     "REQUEST_COST",
     "TIERS",
+    "AccountLimits",
     "BadRequest",
+    "Bucket",
+    "BucketStore",
+    "Budget",
+    "BudgetState",
+    "CallRecord",
     "ClockSkew",
-    "CounterStore",
     "CreatedOrderGroup",
+    "EndpointCosts",
     "Forbidden",
     "InvalidInput",
     "KalshiClient",
@@ -65,11 +94,14 @@ __all__ = [
     "OrderGroupUpdate",
     "RateLimited",
     "RateLimiter",
+    "Rejected",
     "ServerError",
+    "StoreUnavailable",
     "StreamGap",
     "Timeout",
     "Unauthorized",
     "Unreachable",
+    "deadline",
     "load_private_key",
     "public_key_fingerprint",
     "sign",

@@ -1,14 +1,18 @@
-"""KalshiClient: the seven order-group endpoints over one pooled, signed session (§3, §4, §6)."""
+"""KalshiClient: the seven order-group endpoints and the account's budget over one pooled, signed session.
+
+Reference §3, §4, §6 and §11. Each call (its tries and the backoff between them) fits in one
+connect + read timeout; inside `deadline(...)` every call shares what is left of the deadline,
+rate-limiter waits included. A success whose body is an error is a failure (Rejected).
+`observer`, when given, hears the outcome of every call: a hook for metrics, with no dependency.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import random
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.client import RemoteDisconnected
 from http.cookiejar import DefaultCookiePolicy
 from typing import Literal
 from urllib.parse import urlsplit
@@ -17,13 +21,14 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from ogpanel.kalshi.deadline import charge, ends_at
 from ogpanel.kalshi.errors import (
     InvalidInput,
     KalshiError,
     MalformedResponse,
     Timeout,
-    Unreachable,
     error_for_status,
+    rejection_in,
 )
 from ogpanel.kalshi.keys import (
     load_private_key,
@@ -33,91 +38,28 @@ from ogpanel.kalshi.keys import (
     validate_exchange_index,
     validate_order_group_id,
     validate_subaccount,
-    whole_contracts,
 )
-from ogpanel.kalshi.ratelimit import REQUEST_COST, RateLimiter
+from ogpanel.kalshi.ratelimit import RateLimiter
+from ogpanel.kalshi.results import (
+    AccountLimits,
+    CallRecord,
+    CreatedOrderGroup,
+    EndpointCosts,
+    OrderGroup,
+    OrderGroupDetail,
+    parse_account_limits,
+    parse_endpoint_costs,
+    parse_field,
+    parse_limit,
+    parse_object,
+    parse_order_group,
+)
 from ogpanel.kalshi.stream import OrderGroupStream
+from ogpanel.kalshi.transport import transport_error, worth_retrying
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class OrderGroup:
-    id: str
-    contracts_limit: int | None
-    contracts_limit_fp: str | None
-    is_auto_cancel_enabled: bool
-    exchange_index: int
-
-    @property
-    def triggered(self) -> bool:
-        # Undocumented flag, observed true after trigger and false after reset (§5).
-        return self.is_auto_cancel_enabled
-
-
-@dataclass(frozen=True)
-class OrderGroupDetail:
-    id: str
-    contracts_limit: int | None
-    contracts_limit_fp: str | None
-    is_auto_cancel_enabled: bool
-    orders: tuple[str, ...]
-    exchange_index: int
-
-    @property
-    def triggered(self) -> bool:
-        return self.is_auto_cancel_enabled
-
-
-@dataclass(frozen=True)
-class CreatedOrderGroup:
-    order_group_id: str
-    subaccount: int
-    exchange_index: int
-
-
-def _field(obj: dict, name: str, kind: type, where: str, *, required: bool) -> object:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise MalformedResponse(f"{where}.{name} is missing")
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedResponse(f"{where}.{name} is not a {kind.__name__}")
-    return value
-
-
-def _object(value: object, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise MalformedResponse(f"{where} is not a JSON object")
-    return value
-
-
-def _limit(obj: dict, where: str) -> tuple[int | None, str | None]:
-    """Whole-contract limit from `contracts_limit` (if an int is sent) or `contracts_limit_fp`."""
-    fp = _field(obj, "contracts_limit_fp", str, where, required=False)
-    whole = _field(obj, "contracts_limit", int, where, required=False)
-    if whole is not None or fp is None:
-        return whole, fp
-    try:
-        return whole_contracts(fp), fp
-    except ValueError:
-        raise MalformedResponse(f"{where}.contracts_limit_fp is not a number") from None
-
-
-def _order_group(item: object, where: str) -> OrderGroup:
-    obj = _object(item, where)
-    limit, fp = _limit(obj, where)
-    return OrderGroup(
-        id=_field(obj, "id", str, where, required=True),
-        contracts_limit=limit,
-        contracts_limit_fp=fp,
-        is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, where, required=True),
-        exchange_index=_field(obj, "exchange_index", int, where, required=False) or 0,
-    )
-
-
-# ---------------------------------------------------------------- client
+MIN_ATTEMPT_SECONDS = 0.05  # less time than this left: another try could not get an answer
+GROUP = "/portfolio/order_groups/{order_group_id}"  # the route a group's own endpoints share
 
 
 class KalshiClient:
@@ -135,6 +77,7 @@ class KalshiClient:
         retries: int = 2,
         backoff: float = 0.2,
         pool_size: int = 64,
+        observer: Callable[[CallRecord], None] | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -151,6 +94,7 @@ class KalshiClient:
         self.limiter = limiter
         self.retries = retries
         self.backoff = backoff
+        self.observer = observer
         self.clock: Callable[[], float] = time.time  # seam: tests sign with a stale clock
 
         self._session = requests.Session()
@@ -162,6 +106,11 @@ class KalshiClient:
         # The API is stateless; refusing cookies keeps the shared session free of
         # state written by one thread and sent by another.
         self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        # The environment is read once here, not on every call (requests would look for a .netrc and
+        # the proxy variables each time: ~10% of a dashboard's CPU): its proxies and CA bundle stand.
+        self._session.trust_env = False
+        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._session.headers.update({"Accept": "application/json", "User-Agent": "ogpanel"})
 
     def __repr__(self) -> str:
@@ -186,21 +135,28 @@ class KalshiClient:
         """GET /portfolio/order_groups. subaccount None lists every subaccount."""
         params = self._params(subaccount=subaccount)
         body = self._call(
-            "GET", "/portfolio/order_groups", params=params, kind="read", retry=True, ok=(200,), subaccount=subaccount
+            "GET",
+            "/portfolio/order_groups",
+            params=params,
+            kind="read",
+            retry=True,
+            ok=(200,),
+            subaccount=subaccount,
         )
-        items = _object(body, "response").get("order_groups")
+        items = parse_object(body, "response").get("order_groups")
         if not isinstance(items, list):
             raise MalformedResponse("response.order_groups is not a list")
-        return [_order_group(item, f"order_groups[{i}]") for i, item in enumerate(items)]
+        return [parse_order_group(item, f"order_groups[{i}]") for i, item in enumerate(items)]
 
     def get_order_group(self, order_group_id: str, subaccount: int | None = None) -> OrderGroupDetail:
         """GET /portfolio/order_groups/{id}. subaccount None searches every subaccount."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount)
-        obj = _object(
+        obj = parse_object(
             self._call(
                 "GET",
                 path,
+                route=GROUP,
                 params=params,
                 kind="read",
                 retry=True,
@@ -213,14 +169,14 @@ class KalshiClient:
         orders = obj.get("orders")
         if not isinstance(orders, list) or not all(isinstance(o, str) for o in orders):
             raise MalformedResponse("response.orders is not a list of order ids")
-        limit, fp = _limit(obj, "response")
+        limit, fp = parse_limit(obj, "response")
         return OrderGroupDetail(
             id=order_group_id,  # the response carries no id (§4)
             contracts_limit=limit,
             contracts_limit_fp=fp,
-            is_auto_cancel_enabled=_field(obj, "is_auto_cancel_enabled", bool, "response", required=True),
+            is_auto_cancel_enabled=parse_field(obj, "is_auto_cancel_enabled", bool, "response", required=True),
             orders=tuple(orders),
-            exchange_index=_field(obj, "exchange_index", int, "response", required=False) or 0,
+            exchange_index=parse_field(obj, "exchange_index", int, "response", required=False) or 0,
         )
 
     def create_order_group(
@@ -229,7 +185,7 @@ class KalshiClient:
         """POST /portfolio/order_groups/create. Never retried: on doubt, list and reconcile."""
         body: dict[str, int] = {"contracts_limit": validate_contracts_limit(contracts_limit)}
         body.update(self._params(subaccount=subaccount, exchange_index=exchange_index))
-        obj = _object(
+        obj = parse_object(
             self._call(
                 "POST",
                 "/portfolio/order_groups/create",
@@ -241,10 +197,10 @@ class KalshiClient:
             ),
             "response",
         )
-        returned = _field(obj, "subaccount", int, "response", required=False)
-        index = _field(obj, "exchange_index", int, "response", required=False)
+        returned = parse_field(obj, "subaccount", int, "response", required=False)
+        index = parse_field(obj, "exchange_index", int, "response", required=False)
         return CreatedOrderGroup(
-            order_group_id=_field(obj, "order_group_id", str, "response", required=True),
+            order_group_id=parse_field(obj, "order_group_id", str, "response", required=True),
             # Older specs return the id only; the group then lives where we asked.
             subaccount=returned if returned is not None else body.get("subaccount", 0),
             exchange_index=index if index is not None else body.get("exchange_index", 0),
@@ -256,7 +212,9 @@ class KalshiClient:
         """DELETE /portfolio/order_groups/{id}. Never retried: a repeat after success would 404."""
         path = self._group_path(order_group_id)
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("DELETE", path, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id)
+        self._mutate(
+            "DELETE", path, GROUP, params, None, retry=False, subaccount=subaccount, order_group_id=order_group_id
+        )
 
     def reset_order_group(
         self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
@@ -264,7 +222,8 @@ class KalshiClient:
         """PUT /portfolio/order_groups/{id}/reset."""
         path = self._group_path(order_group_id, "/reset")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/reset"
+        self._mutate("PUT", path, route, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
     def trigger_order_group(
         self, order_group_id: str, subaccount: int | None = None, exchange_index: int | None = None
@@ -272,7 +231,8 @@ class KalshiClient:
         """PUT /portfolio/order_groups/{id}/trigger."""
         path = self._group_path(order_group_id, "/trigger")
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/trigger"
+        self._mutate("PUT", path, route, params, {}, retry=True, subaccount=subaccount, order_group_id=order_group_id)
 
     def update_order_group_limit(
         self,
@@ -289,7 +249,23 @@ class KalshiClient:
         path = self._group_path(order_group_id, "/limit")
         body = {"contracts_limit": validate_contracts_limit(contracts_limit)}
         params = self._params(subaccount=subaccount, exchange_index=exchange_index)
-        self._mutate("PUT", path, params, body, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+        route = GROUP + "/limit"
+        self._mutate("PUT", path, route, params, body, retry=True, subaccount=subaccount, order_group_id=order_group_id)
+
+    def get_account_limits(self) -> AccountLimits:
+        """GET /account/limits: the tier and buckets of the account this key belongs to."""
+        obj = parse_object(
+            self._call("GET", "/account/limits", kind="read", retry=True, ok=(200,), subaccount=None), "response"
+        )
+        return parse_account_limits(obj)
+
+    def get_endpoint_costs(self) -> EndpointCosts:
+        """GET /account/endpoint_costs: what each endpoint costs where it is not the default."""
+        obj = parse_object(
+            self._call("GET", "/account/endpoint_costs", kind="read", retry=True, ok=(200,), subaccount=None),
+            "response",
+        )
+        return parse_endpoint_costs(obj)
 
     # -- plumbing
 
@@ -308,6 +284,7 @@ class KalshiClient:
         self,
         method: str,
         path: str,
+        route: str,
         params: dict,
         json_body: dict | None,
         *,
@@ -318,6 +295,7 @@ class KalshiClient:
         body = self._call(
             method,
             path,
+            route=route,
             params=params,
             json_body=json_body,
             kind="write",
@@ -326,7 +304,7 @@ class KalshiClient:
             subaccount=subaccount,
             order_group_id=order_group_id,
         )
-        _object(body, "response")  # `{}` usually; anything but an object is not a success
+        parse_object(body, "response")  # `{}` usually; anything but an object is not a success
 
     def _call(
         self,
@@ -337,39 +315,88 @@ class KalshiClient:
         retry: bool,
         ok: tuple[int, ...],
         subaccount: int | None,
+        route: str | None = None,
         order_group_id: str | None = None,
         params: dict | None = None,
         json_body: dict | None = None,
     ) -> object:
         """Send one request, retrying only when `retry` says repeating it is harmless.
 
-        Returns the parsed JSON body, or `{}` for a 204.
+        Returns the parsed JSON body, or `{}` for a 204. The tries and the backoff between them
+        fit in one connect + read timeout from the first send, and in the caller's deadline.
         """
-        attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not a secret)
-            try:
-                response = self._send(method, path, params, json_body, kind)
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                error = self._transport_error(exc)
-                retryable = _worth_retrying(exc, error)
-            else:
-                if response.status_code in ok:
-                    return _json(response) if response.status_code != 204 else {}
-                error = _error_from(response, subaccount, order_group_id)
-                retryable = response.status_code in RETRY_STATUSES
-            if not retryable:
-                break
+        route = route or path
+        began = time.monotonic()
+        deadline = ends_at()
+        tries_end: float | None = None
+        waited, status, attempt = 0.0, None, 0
+        error: KalshiError | None = None
+        previous: KalshiError | None = None
+        try:
+            for attempt in range(1, 2 + (self.retries if retry else 0)):
+                if attempt > 1:
+                    pause = self.backoff * 2 ** (attempt - 2) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+                    if _left(tries_end, deadline) < pause + MIN_ATTEMPT_SECONDS:
+                        break  # no time for another try: the last error stands
+                    time.sleep(pause)
+                waited += self._wait_for_budget(method, route, kind, deadline)
+                tries_end = tries_end or time.monotonic() + sum(self.timeout)
+                left = _left(tries_end, deadline)
+                if left < MIN_ATTEMPT_SECONDS:
+                    error = error or _out_of_time()
+                    break
+                timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
+                previous = error
+                try:
+                    response = self._send(method, path, params, json_body, timeout)
+                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                    error = transport_error(exc, timeout)
+                    retryable = worth_retrying(exc, error)
+                else:
+                    status = response.status_code
+                    if status in ok:
+                        body = _json(response) if status != 204 else {}
+                        error = rejection_in(status, body, subaccount=subaccount, order_group_id=order_group_id)
+                        if error is None:
+                            self._observe(method, route, "ok", status, attempt, began, waited)
+                            return body
+                        retryable = False  # a refusal, however it is dressed
+                    else:
+                        error = _error_from(response, subaccount, order_group_id)
+                        retryable = status in RETRY_STATUSES
+                        if status == 429 and self.limiter is not None:
+                            self.limiter.exhausted(kind)
+                if not retryable:
+                    break
+        except KalshiError as exc:  # the rate budget would take longer than there is, or a body we cannot read
+            error = exc
+        if isinstance(error, Timeout) and previous is not None and error.seconds < self.timeout[1]:
+            error = previous  # a last try cut short by the budget: what the exchange said before is the news
+        self._observe(method, route, type(error).__name__, status, attempt, began, waited)
         # Raised outside the except clause on purpose: requests' exception carries the
         # signed request, and must not ride along as __context__ into logs.
         raise error
 
+    def _wait_for_budget(
+        self, method: str, route: str, kind: Literal["read", "write"], deadline: float | None
+    ) -> float:
+        """Before signing, so waiting here cannot age the timestamp."""
+        if self.limiter is None:
+            return 0.0
+        max_wait = None if deadline is None else deadline - time.monotonic()
+        return self.limiter.acquire(kind, self.limiter.cost(method, route), max_wait=max_wait)
+
+    def _observe(
+        self, method: str, route: str, outcome: str, status: int | None, attempts: int, began: float, waited: float
+    ) -> None:
+        charge(time.monotonic() - began)  # every call ends here: its time comes off the request's deadline
+        if self.observer is not None:
+            record = CallRecord(method, route, outcome, status, attempts, time.monotonic() - began, waited)
+            self.observer(record)
+
     def _send(
-        self, method: str, path: str, params: dict | None, json_body: dict | None, kind: Literal["read", "write"]
+        self, method: str, path: str, params: dict | None, json_body: dict | None, timeout: tuple[float, float]
     ) -> requests.Response:
-        if self.limiter is not None:  # before signing, so waiting here cannot age the timestamp
-            self.limiter.acquire(self.key_id, kind, REQUEST_COST)
         timestamp = str(int(self.clock() * 1000))  # fresh on every attempt: a retry is signed anew
         headers = {
             "KALSHI-ACCESS-KEY": self.key_id,
@@ -383,70 +410,23 @@ class KalshiClient:
             params=params,
             json=json_body,
             headers=headers,
-            timeout=self.timeout,
+            timeout=timeout,
             allow_redirects=False,
         )
 
-    def _transport_error(self, exc: Exception) -> Unreachable:
-        chain = list(_exception_chain(exc))
-        # Connect timeouts first: they wrap a socket timeout too. urllib3 makes a refused
-        # connection (NewConnectionError) a subclass of ConnectTimeoutError.
-        if any(
-            isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
-            and not isinstance(e, urllib3.exceptions.NewConnectionError)
-            for e in chain
-        ):
-            return Timeout("connect timed out", seconds=self.timeout[0], connect=True)
-        if any(isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)) for e in chain):
-            return Timeout("read timed out", seconds=self.timeout[1], connect=False)
-        for types, reason in _REASONS:
-            if any(isinstance(e, types) for e in chain):
-                return Unreachable(reason)
-        return Unreachable(f"network error ({type(exc).__name__})")
+
+def _left(tries_end: float | None, deadline: float | None) -> float:
+    ends = [end for end in (tries_end, deadline) if end is not None]
+    return min(ends) - time.monotonic() if ends else float("inf")
 
 
-def _worth_retrying(exc: Exception, error: Unreachable) -> bool:
-    """Connection failures, yes. Read timeouts, no: a hung exchange must not multiply the
-    wait. TLS and URL errors, no: they will not fix themselves."""
-    if isinstance(error, Timeout) and not error.connect:
-        return False
-    if isinstance(exc, requests.exceptions.SSLError):
-        return False
-    return isinstance(
-        exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)
+def _out_of_time() -> Timeout:
+    return Timeout(
+        "the request's deadline passed before the call was sent",
+        seconds=0.0,
+        connect=False,
+        operator_message="The exchange did not answer in the time this request had left.",
     )
-
-
-_REASONS: list[tuple[tuple[type[BaseException], ...], str]] = [
-    ((urllib3.exceptions.NameResolutionError, socket.gaierror), "the host name could not be resolved"),
-    ((requests.exceptions.SSLError,), "the TLS handshake failed"),
-    ((ConnectionRefusedError,), "connection refused"),
-    (
-        (
-            RemoteDisconnected,
-            ConnectionResetError,
-            ConnectionAbortedError,
-            BrokenPipeError,
-            urllib3.exceptions.ProtocolError,
-            requests.exceptions.ChunkedEncodingError,
-        ),
-        "the connection was dropped",
-    ),
-]
-
-
-def _exception_chain(exc: BaseException):
-    """Every exception wrapped inside `exc` (requests nests urllib3's, which nests the socket's)."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        nested = (*current.args, getattr(current, "reason", None), current.__cause__, current.__context__)
-        stack.extend(e for e in nested if isinstance(e, BaseException))
 
 
 def _json(response: requests.Response) -> object:

@@ -84,6 +84,14 @@ class RateLimited(KalshiError):
         return "Rate limited by the exchange; try again shortly."
 
 
+class Rejected(KalshiError):
+    """A success status (2xx) whose body carries an error: the exchange refused all the same (§11)."""
+
+    def _describe(self) -> str:
+        reason = _sentence(self.message)
+        return f"The exchange refused the request (HTTP {self.status} with an error in its answer): {reason}"
+
+
 class ServerError(KalshiError):
     def _describe(self) -> str:
         return f"The exchange had an internal error (HTTP {self.status}); try again shortly."
@@ -103,9 +111,10 @@ class Timeout(Unreachable):
         self.connect = connect
 
     def _describe(self) -> str:
+        seconds = round(self.seconds, 1)  # a deadline cuts timeouts to odd fractions
         if self.connect:
-            return f"The exchange did not accept a connection within {self.seconds:g} s."
-        return f"The exchange did not answer within {self.seconds:g} s."
+            return f"The exchange did not accept a connection within {seconds:g} s."
+        return f"The exchange did not answer within {seconds:g} s."
 
 
 class MalformedResponse(KalshiError):
@@ -164,12 +173,26 @@ def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -
     )
 
 
+def rejection_in(status: int, body: object, **context) -> Rejected | None:
+    """The refusal a success answer's parsed body carries, if any: `{"error": ...}` or a `code`/`message` pair."""
+    if not isinstance(body, dict):
+        return None
+    if not body.get("error") and not ("code" in body and "message" in body):
+        return None
+    code, message, details = _fields_of(status, body, "")
+    return Rejected(message, status=status, code=code, details=details, **context)
+
+
 def _error_fields(status: int, body: bytes, reason: str) -> tuple[str | None, str, str | None]:
     """(code, message, details) from any error body shape seen in the wild: nested, flat or bare (§6)."""
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
+    return _fields_of(status, parsed, reason)
+
+
+def _fields_of(status: int, parsed: object, reason: str) -> tuple[str | None, str, str | None]:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         parsed = parsed["error"]  # nested, what Kalshi sends today
     if not isinstance(parsed, dict):

@@ -12,6 +12,7 @@ Run it with `python -m ogpanel.simulator`, or in-process:
 """
 
 from ogpanel.simulator.exchange import Clock, ExchangeError
-from ogpanel.simulator.server import RequestRecord, SimulatorServer, start
+from ogpanel.simulator.requestlog import RequestRecord
+from ogpanel.simulator.server import SimulatorServer, start
 
 __all__ = ["Clock", "ExchangeError", "RequestRecord", "SimulatorServer", "start"]

@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ogpanel.simulator.ratelimit import TIERS
+from ogpanel.simulator.ratelimit import DEFAULT_ACCOUNT, TIERS
 from ogpanel.simulator.server import SimulatorServer
 
 SUBACCOUNT_SPEC = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -43,6 +43,14 @@ def parse_key_spec(spec: str) -> KeySpec:
     return key_id, Path(rest), None
 
 
+def parse_key_account(spec: str) -> tuple[str, str]:
+    """KEY_ID=ACCOUNT."""
+    key_id, equals, account = spec.partition("=")
+    if not equals or not key_id or not account:
+        raise argparse.ArgumentTypeError(f"expected KEY_ID=ACCOUNT, got {spec!r}")
+    return key_id, account
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ogpanel.simulator",
@@ -59,7 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY_ID=PATH[:SUBACCOUNTS]",
         help="accept requests signed by this key; SUBACCOUNTS like 0,3-7 restricts it (repeatable)",
     )
-    parser.add_argument("--max-subaccount", type=int, default=32, help="highest subaccount number (default: 32)")
+    parser.add_argument(
+        "--key-account",
+        dest="key_accounts",
+        action="append",
+        default=[],
+        type=parse_key_account,
+        metavar="KEY_ID=ACCOUNT",
+        help="the key draws on ACCOUNT's rate budget (default: every key on one account; repeatable)",
+    )
+    parser.add_argument(
+        "--max-subaccount", type=int, default=63, help="highest subaccount number (default: 63, as the exchange)"
+    )
     parser.add_argument(
         "--tier", choices=list(TIERS), default=None, help="enforce this tier's rate limits (default: no limits)"
     )
@@ -70,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="how far KALSHI-ACCESS-TIMESTAMP may be from now (default: 30)",
+    )
+    parser.add_argument(
+        "--lenient-content-type",
+        action="store_true",
+        help="accept PUT and POST without Content-Type: application/json (the exchange refuses them)",
+    )
+    parser.add_argument(
+        "--ws-heartbeat", type=float, default=10.0, metavar="SECONDS", help="WebSocket ping interval (default: 10)"
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
     return parser
@@ -87,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             timestamp_window=args.timestamp_window,
             latency=args.latency,
             quiet=args.quiet,
+            require_json_content_type=not args.lenient_content_type,
+            ws_heartbeat=args.ws_heartbeat or None,
         )
     except OSError as error:
         print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
+    accounts = dict(args.key_accounts)
     for key_id, path, subaccounts in args.public_keys:
         try:
-            sim.add_key(key_id, path.read_bytes(), subaccounts)
+            sim.add_key(key_id, path.read_bytes(), subaccounts, accounts.get(key_id, DEFAULT_ACCOUNT))
         except (OSError, ValueError) as error:
             sim.stop()
             parser.error(f"--public-key {key_id}: {error}")

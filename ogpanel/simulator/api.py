@@ -12,22 +12,52 @@ from typing import Any
 
 from ogpanel.simulator.auth import ApiKey
 from ogpanel.simulator.exchange import Exchange, ExchangeError, Order, bad_request
+from ogpanel.simulator.ratelimit import RateLimiter
 
 GROUPS_PATH = "/portfolio/order_groups"
 CREATE_PATH = "/portfolio/order_groups/create"
 ORDERS_PATH = "/portfolio/orders"
+LIMITS_PATH = "/account/limits"
+COSTS_PATH = "/account/endpoint_costs"
 GROUP_PATH = re.compile(r"^/portfolio/order_groups/(?P<id>[^/]+)$")
 GROUP_ACTION_PATH = re.compile(r"^/portfolio/order_groups/(?P<id>[^/]+)/(?P<action>reset|trigger|limit)$")
 # Requests accept 0-2 decimals ("10", "10.0", "10.00"); limits must be whole.
 FIXED_POINT = re.compile(r"^\d+(\.\d{1,2})?$")
+# What an order group id may look like (ours are UUIDs). Anything else is refused as invalid
+# before the lookup, as demo does (OBS: 400 invalid_parameters before any 404). Kalshi's exact rule
+# is undocumented; this one is the token the panel's client also insists on.
+WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GROUP_ROUTE = GROUPS_PATH + "/{order_group_id}"
 
 Response = tuple[int, dict[str, Any]]
 
 
+def route_of(method: str, path: str) -> str | None:
+    """The endpoint a request is for, as /account/endpoint_costs names it: the path with `{order_group_id}`."""
+    if path in (GROUPS_PATH, CREATE_PATH, ORDERS_PATH, LIMITS_PATH, COSTS_PATH):
+        return path
+    if match := GROUP_ACTION_PATH.match(path):
+        return f"{GROUP_ROUTE}/{match['action']}"
+    if GROUP_PATH.match(path):
+        return GROUP_ROUTE
+    return None
+
+
 def dispatch(
-    exchange: Exchange, method: str, path: str, query: Mapping[str, str], raw_body: bytes, key: ApiKey
+    exchange: Exchange,
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    raw_body: bytes,
+    key: ApiKey,
+    limiter: RateLimiter | None = None,
 ) -> Response:
     """Answer one authenticated request; `path` is relative to /trade-api/v2. Raises ExchangeError."""
+    if path in (LIMITS_PATH, COSTS_PATH) and method == "GET":
+        return account_budget(path, key, limiter)
+    match = GROUP_ACTION_PATH.match(path) or GROUP_PATH.match(path)
+    if match and not WELL_FORMED_ID.match(match["id"]):
+        raise bad_request("order_group_id is not a valid order group id")
     if path == GROUPS_PATH and method == "GET":
         return list_groups(exchange, query, key)
     if path == CREATE_PATH and method == "POST":
@@ -43,6 +73,17 @@ def dispatch(
     if match and method == "DELETE":
         return delete_group(exchange, match["id"], query, key)
     raise ExchangeError(404, "not_found", f"no endpoint {method} /trade-api/v2{path}")
+
+
+def account_budget(path: str, key: ApiKey, limiter: RateLimiter | None) -> Response:
+    """GET /account/limits and GET /account/endpoint_costs: the key's account's budget (reference §11).
+
+    A simulator started without a tier enforces no budget, and says so with a 404 rather than
+    inventing numbers a client would then pace itself to.
+    """
+    if limiter is None:
+        raise ExchangeError(404, "not_found", "this simulator enforces no rate limits (start it with a tier)")
+    return 200, limiter.limits(key.account) if path == LIMITS_PATH else limiter.costs()
 
 
 def list_groups(exchange: Exchange, query: Mapping[str, str], key: ApiKey) -> Response:

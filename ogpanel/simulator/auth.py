@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ogpanel.simulator.exchange import ExchangeError
+from ogpanel.simulator.ratelimit import DEFAULT_ACCOUNT
 
 KEY_HEADER = "KALSHI-ACCESS-KEY"
 TIMESTAMP_HEADER = "KALSHI-ACCESS-TIMESTAMP"
@@ -34,6 +35,7 @@ class ApiKey:
     key_id: str
     public_key: rsa.RSAPublicKey
     subaccounts: frozenset[int] | None  # None: every subaccount
+    account: str = DEFAULT_ACCOUNT  # the member whose rate budget the key draws on
 
     def allows(self, subaccount: int) -> bool:
         return self.subaccounts is None or subaccount in self.subaccounts
@@ -57,10 +59,18 @@ class KeyRing:
         self._keys: dict[str, ApiKey] = {}
         self._lock = threading.Lock()
 
-    def add(self, key_id: str, public_key_pem: bytes | str, subaccounts: Iterable[int] | None = None) -> None:
+    def add(
+        self,
+        key_id: str,
+        public_key_pem: bytes | str,
+        subaccounts: Iterable[int] | None = None,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
         """Register (or replace) a key; raises ValueError for anything but an RSA public key PEM."""
         if not key_id:
             raise ValueError("key_id must not be empty")
+        if not isinstance(account, str) or not account:
+            raise ValueError("account must be a non-empty string")
         pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
         try:
             public_key = serialization.load_pem_public_key(pem)
@@ -72,7 +82,7 @@ class KeyRing:
         if allowed is not None and any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in allowed):
             raise ValueError("subaccounts must be whole numbers >= 0")
         with self._lock:
-            self._keys[key_id] = ApiKey(key_id, public_key, allowed)
+            self._keys[key_id] = ApiKey(key_id, public_key, allowed, account)
 
     def authenticate(
         self,

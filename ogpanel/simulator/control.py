@@ -6,7 +6,9 @@
     POST   /_sim/faults                {kind, path?, method?, subaccount?, key_id?, status?, seconds?, times?}
                                        -> 201 {id}; kind "ignore" answers 200 {} and does nothing
     DELETE /_sim/faults                clear every fault
-    POST   /_sim/keys                  {key_id, public_key_pem, subaccounts?} -> 201
+    POST   /_sim/keys                  {key_id, public_key_pem, subaccounts?, account?} -> 201
+    POST   /_sim/tiers                 {account, tier}: that account's rate-limit tier (a tiered simulator only)
+    POST   /_sim/endpoint_costs        {method, path, cost}: that endpoint's token cost (a tiered simulator only)
     POST   /_sim/clock                 {advance: seconds} -> {offset}
     POST   /_sim/groups                {subaccount?, contracts_limit} -> 201 {order_group_id}
     POST   /_sim/orders                {subaccount?, order_group_id, count?, ticker?} -> 201 {order_id}
@@ -29,6 +31,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ogpanel.simulator.exchange import ExchangeError, bad_request
+from ogpanel.simulator.ratelimit import DEFAULT_ACCOUNT
 
 if TYPE_CHECKING:
     from ogpanel.simulator.server import SimulatorServer
@@ -70,8 +73,23 @@ def _route(sim: "SimulatorServer", method: str, path: str, raw_body: bytes) -> R
         subaccounts = body.get("subaccounts")
         if subaccounts is not None and not isinstance(subaccounts, list):
             raise ValueError("subaccounts must be a list of integers")
-        sim.add_key(_required(body, "key_id", str), _required(body, "public_key_pem", str), subaccounts)
+        sim.add_key(
+            _required(body, "key_id", str),
+            _required(body, "public_key_pem", str),
+            subaccounts,
+            _required({"account": DEFAULT_ACCOUNT, **body}, "account", str),
+        )
         return 201, {"key_id": body["key_id"]}
+    if route == ("POST", "/_sim/tiers"):
+        body = _body(raw_body)
+        sim.set_tier(_required(body, "account", str), _required(body, "tier", str))
+        return 200, {}
+    if route == ("POST", "/_sim/endpoint_costs"):
+        body = _body(raw_body)
+        sim.set_endpoint_cost(
+            _required(body, "method", str), _required(body, "path", str), _required(body, "cost", int)
+        )
+        return 200, {}
     if route == ("POST", "/_sim/clock"):
         seconds = _required(_body(raw_body), "advance", int | float)
         sim.advance(seconds)

@@ -4,7 +4,9 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("latency", "error", "rate_limit", "drop", "hang", "garbage", "ignore")
+# soft_error: a 2xx (200 unless `status` says) whose body is an error, a refusal in disguise (§11).
+# ignore: 200 {} and nothing done, so a trigger can leave a group active once.
+KINDS = ("latency", "error", "rate_limit", "drop", "hang", "garbage", "ignore", "soft_error")
 DEFAULT_ERROR_STATUS = 500
 DEFAULT_HANG_SECONDS = 30.0
 
@@ -80,6 +82,8 @@ class FaultBook:
             status = DEFAULT_ERROR_STATUS if status is None else status
             if not 400 <= status <= 599:
                 raise ValueError("status must be between 400 and 599")
+        if kind == "soft_error" and status is not None and not 200 <= status <= 299:
+            raise ValueError("a soft_error answers with a 2xx status")
         if kind == "hang" and seconds is None:
             seconds = DEFAULT_HANG_SECONDS
         with self._lock:

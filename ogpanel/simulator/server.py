@@ -1,9 +1,14 @@
 """The HTTP side of the simulator: request lifecycle, faults, rate limiting, and the Python API.
 
 A request under /trade-api/v2 goes: request log -> injected latency and
-faults -> signature check -> exchange-side rate limit -> endpoint. Faults come
-before authentication because they stand for the network and the exchange's
-front door misbehaving, which happens whatever the credentials.
+faults -> signature check -> exchange-side rate limit (per account) -> content
+type -> endpoint. Faults come before authentication because they stand for the
+network and the exchange's front door misbehaving, which happens whatever the
+credentials.
+
+HTTP/1.1 with keep-alive, as the exchange speaks it, so a client's connection
+pool is exercised as in production: an idle connection is closed after
+KEEP_ALIVE_SECONDS, and stop() cuts every open one.
 
 The WebSocket handshake at /trade-api/ws/v2 (websocket.py) is neither logged
 nor subject to faults or rate limits: it has its own controls (drop, refuse,
@@ -12,12 +17,12 @@ consumed by a reconnecting stream.
 """
 
 import json
+import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,8 +30,9 @@ from ogpanel.simulator import api, control
 from ogpanel.simulator.auth import KEY_HEADER, KeyRing
 from ogpanel.simulator.exchange import Clock, Exchange, ExchangeError, bad_request, not_found
 from ogpanel.simulator.faults import FaultBook
-from ogpanel.simulator.ratelimit import RateLimiter
-from ogpanel.simulator.websocket import WS_PATH, WebSocketHub
+from ogpanel.simulator.ratelimit import DEFAULT_ACCOUNT, RateLimiter
+from ogpanel.simulator.requestlog import RequestLog, RequestRecord
+from ogpanel.simulator.websocket import HEARTBEAT_SECONDS, WS_PATH, WebSocketHub
 
 API_PREFIX = "/trade-api/v2"
 CONTROL_PREFIX = "/_sim/"
@@ -34,65 +40,32 @@ CONTROL_PREFIX = "/_sim/"
 TOO_MANY_REQUESTS = {"error": "too many requests"}
 GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
 FAULT_ERROR_CODES = {400: "invalid_parameters", 401: "authentication_error", 403: "forbidden", 404: "not_found"}
+# A 2xx whose body is a refusal, as Kalshi has answered some rejected requests (§11, OBS).
+SOFT_REJECTION = {"error": {"code": "request_rejected", "message": "injected soft rejection"}}
+KEEP_ALIVE_SECONDS = 30.0  # an idle kept-alive connection is closed after this long
+BODY_METHODS = ("POST", "PUT")  # demo refuses these without Content-Type: application/json (§3, OBS)
 
 Answer = tuple[int, object]
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One /trade-api/v2 request. `path` is the full URL path (with /trade-api/v2, without the query).
-
-    `status` is None while the request is in flight and for one that was
-    dropped or hung up on.
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int | None
-    key_id: str | None
-    # The body as text (undecodable bytes replaced); left out of comparisons, so records
-    # written out by hand in tests need not spell it.
-    body: str = field(default="", compare=False)
-
-
-@dataclass
-class _LogEntry:
-    method: str
-    path: str
-    query: dict[str, str]
-    key_id: str | None
-    status: int | None = None
-    body: str = ""
-
-
-@dataclass
-class RequestLog:
-    _entries: list[_LogEntry] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, method: str, path: str, query: dict[str, str], key_id: str | None, body: bytes = b"") -> _LogEntry:
-        # Logged on arrival, so a request still hanging is already visible.
-        entry = _LogEntry(method, path, query, key_id, body=body.decode("utf-8", "replace"))
-        with self._lock:
-            self._entries.append(entry)
-        return entry
-
-    def snapshot(self) -> list[RequestRecord]:
-        with self._lock:
-            return [RequestRecord(e.method, e.path, dict(e.query), e.status, e.key_id, e.body) for e in self._entries]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries = []
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: "_HTTPServer"
     server_version = "ogpanel-simulator"
-    # HTTP/1.0 closes every connection after its answer, so once stop() closes
-    # the listener no kept-alive connection can go on answering.
-    protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.1"
+    timeout = KEEP_ALIVE_SECONDS  # socket timeout: an idle connection's wait for its next request ends
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: on a kept-alive connection Nagle's algorithm would
+        # hold the body for the client's delayed ACK (~40 ms). Servers set TCP_NODELAY; so do we.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
 
     def _handle(self) -> None:
         sim = self.server.sim
@@ -100,6 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             raw_body = self._read_body()
         except ValueError:
+            self.close_connection = True  # where the next request starts is unknown
             self._send_json(400, bad_request("invalid Content-Length").body())
             return
         if url.path == API_PREFIX or url.path.startswith(API_PREFIX + "/"):
@@ -143,6 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, GARBAGE
             if fault.kind == "ignore":
                 return 200, _json({})
+            if fault.kind == "soft_error":
+                return fault.status or 200, _json(SOFT_REJECTION)
             status = fault.status or 500
             code = FAULT_ERROR_CODES.get(status, "internal_server_error" if status >= 500 else "bad_request")
             return status, _json(ExchangeError(status, code, "injected fault").body())
@@ -153,10 +129,19 @@ class _Handler(BaseHTTPRequestHandler):
         self, sim: "SimulatorServer", path: str, query: dict[str, str], raw_body: bytes
     ) -> Answer:
         key = sim.keys.authenticate(self.headers, self.command, path, now=time.time(), window=sim.timestamp_window)
-        if sim.limiter is not None and not sim.limiter.allow(key.key_id, self.command):
+        relative = path[len(API_PREFIX) :]
+        if sim.limiter is not None and not sim.limiter.allow(
+            key.account, self.command, api.route_of(self.command, relative)
+        ):
             sim._count_rate_limited()
             return 429, TOO_MANY_REQUESTS
-        return api.dispatch(sim.exchange, self.command, path[len(API_PREFIX) :], query, raw_body, key)
+        if self.command in BODY_METHODS and sim.require_json_content_type and not self._sends_json():
+            return 400, bad_request("Content-Type must be application/json", code="invalid_content_type").body()
+        return api.dispatch(sim.exchange, self.command, relative, query, raw_body, key, sim.limiter)
+
+    def _sends_json(self) -> bool:
+        media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0]
+        return media_type.strip().lower() == "application/json"
 
     def _answer(self, respond: Callable[[], Answer]) -> Answer:
         try:
@@ -168,10 +153,22 @@ class _Handler(BaseHTTPRequestHandler):
             return 500, ExchangeError(500, "internal_server_error", "simulator bug; see its stderr").body()
 
     def _read_body(self) -> bytes:
+        """The whole body, so a kept-alive connection's next request starts where it should."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if length < 0:
             raise ValueError("negative Content-Length")
         return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        body = b""
+        while size := int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16):
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)  # the CRLF after each chunk
+        while self.rfile.readline(1024).strip():  # trailer lines, up to the blank one
+            pass
+        return body
 
     def _send_json(self, status: int, body: object) -> None:
         self._send(status, _json(body))
@@ -208,7 +205,27 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], sim: "SimulatorServer") -> None:
         self.sim = sim
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def track(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.discard(connection)
+
+    def cut_connections(self) -> None:
+        """Shut every open connection, so no kept-alive one goes on answering after stop()."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the client left first
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that timed out or hung up is routine here, not worth a traceback.
@@ -225,19 +242,23 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        max_subaccount: int = 32,
+        max_subaccount: int = 63,
         tier: str | None = None,
         timestamp_window: float = 30.0,
         latency: float = 0.0,
         clock: Clock | None = None,
         quiet: bool = True,
+        require_json_content_type: bool = True,
+        ws_heartbeat: float | None = HEARTBEAT_SECONDS,
     ) -> None:
         self.exchange = Exchange(max_subaccount=max_subaccount, clock=clock)
-        self.websockets = WebSocketHub()
+        self.websockets = WebSocketHub(heartbeat=ws_heartbeat)
         self.exchange.listener = self.websockets.publish
         self.keys = KeyRing()
         self.faults = FaultBook()
         self.limiter = RateLimiter(tier) if tier else None
+        # False: accept a PUT or POST whatever its Content-Type (for a client under test that omits it).
+        self.require_json_content_type = require_json_content_type
         self.timestamp_window = timestamp_window
         self.latency = latency
         self.quiet = quiet
@@ -277,6 +298,7 @@ class SimulatorServer:
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
+        self._httpd.cut_connections()
         # Handler threads are daemons, but a client blocked on an open stream would wait forever.
         self.websockets.close()
         self._httpd.server_close()
@@ -289,8 +311,27 @@ class SimulatorServer:
 
     # Seeding and inspection, without signatures.
 
-    def add_key(self, key_id: str, public_key_pem: bytes | str, subaccounts: Iterable[int] | None = None) -> None:
-        self.keys.add(key_id, public_key_pem, subaccounts)
+    def add_key(
+        self,
+        key_id: str,
+        public_key_pem: bytes | str,
+        subaccounts: Iterable[int] | None = None,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
+        """Accept requests signed by this key; they draw on `account`'s rate budget."""
+        self.keys.add(key_id, public_key_pem, subaccounts, account)
+
+    def set_tier(self, account: str, tier: str) -> None:
+        """Give one account its own rate-limit tier (the simulator must enforce one: start it with a tier)."""
+        if self.limiter is None:
+            raise ValueError("this simulator enforces no rate limits; start it with a tier")
+        self.limiter.set_tier(account, tier)
+
+    def set_endpoint_cost(self, method: str, route: str, cost: int) -> None:
+        """Make one endpoint cost `cost` tokens, as GET /account/endpoint_costs then lists."""
+        if self.limiter is None:
+            raise ValueError("this simulator enforces no rate limits; start it with a tier")
+        self.limiter.set_cost(method, route, cost)
 
     def create_group(self, subaccount: int, contracts_limit: int) -> str:
         return self.exchange.create_group(subaccount, contracts_limit)
@@ -400,12 +441,13 @@ def start(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    max_subaccount: int = 32,
+    max_subaccount: int = 63,
     tier: str | None = None,
     timestamp_window: float = 30.0,
     latency: float = 0.0,
+    **options: object,
 ) -> SimulatorServer:
-    """Serve a new simulator from a daemon thread; port 0 picks a free port."""
+    """Serve a new simulator from a daemon thread; port 0 picks a free port. `options` go to SimulatorServer."""
     return SimulatorServer(
         host,
         port,
@@ -413,4 +455,5 @@ def start(
         tier=tier,
         timestamp_window=timestamp_window,
         latency=latency,
+        **options,
     ).serve_in_thread()

@@ -14,9 +14,15 @@ Commands and replies follow Kalshi's shapes:
       -> {"id": 1, "type": "subscribed", "msg": {"channel": "order_group_updates", "sid": 1}}
     {"id": 2, "cmd": "unsubscribe", "params": {"sids": [1]}}
       -> {"id": 2, "type": "unsubscribed", "sid": 1, "seq": 4}
+    {"id": 3, "cmd": "list_subscriptions"}
+      -> {"id": 3, "type": "ok", "msg": [{"channel": "order_group_updates", "sid": 1}]}
     anything wrong -> {"id": 2, "type": "error", "msg": {"code": 5, "msg": "Unknown command"}}
+    a second subscribe to the channel -> error code 6, "Already subscribed"
     each change   -> {"type": "order_group_updates", "sid": 1, "seq": 3,
                       "msg": {"event_type": "limit_updated", "order_group_id": "...", "contracts_limit_fp": "50.00"}}
+
+A command `id` of 0 counts as no id: the reply carries none. The server pings every
+HEARTBEAT_SECONDS with the payload "heartbeat" (§11); websockets answers the client's pongs.
 """
 
 import json
@@ -42,6 +48,8 @@ WS_PATH = "/trade-api/ws/v2"
 CHANNEL = "order_group_updates"
 GARBAGE_FRAME = b"<html>502 Bad Gateway</html>"
 MAX_COMMAND_BYTES = 64 * 1024
+HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_PAYLOAD = b"heartbeat"
 
 # Kalshi's WebSocket error codes (AsyncAPI spec).
 UNABLE_TO_PROCESS = 1
@@ -49,6 +57,7 @@ PARAMS_REQUIRED = 2
 CHANNELS_REQUIRED = 3
 SIDS_REQUIRED = 4
 UNKNOWN_COMMAND = 5
+ALREADY_SUBSCRIBED = 6
 UNKNOWN_SID = 7
 UNKNOWN_CHANNEL = 8
 
@@ -56,9 +65,11 @@ UNKNOWN_CHANNEL = 8
 class _Connection:
     """One upgraded connection: its key, its subscriptions and their sequence numbers."""
 
-    def __init__(self, sock: socket.socket, key: ApiKey) -> None:
+    def __init__(self, sock: socket.socket, key: ApiKey, heartbeat: float | None = None) -> None:
         self.sock = sock
         self.key = key
+        self._heartbeat = heartbeat
+        self._finished = threading.Event()
         self._protocol = ServerProtocol(state=OPEN, max_size=MAX_COMMAND_BYTES)
         self._lock = threading.Lock()  # guards the protocol (not thread-safe) and the subscriptions
         self._last_seq: dict[int, int] = {}  # sid -> seq of the last frame sent
@@ -70,6 +81,8 @@ class _Connection:
         self._outbox.put(handshake)
         writer = threading.Thread(target=self._write, name="ogpanel-simulator-ws-writer", daemon=True)
         writer.start()
+        if self._heartbeat:
+            threading.Thread(target=self._beat, name="ogpanel-simulator-ws-heartbeat", daemon=True).start()
         try:
             while True:
                 try:
@@ -88,8 +101,16 @@ class _Connection:
                     if not data or self._protocol.eof_sent:
                         return
         finally:
+            self._finished.set()
             self._outbox.put(None)
             writer.join()
+
+    def _beat(self) -> None:
+        while not self._finished.wait(self._heartbeat):
+            with self._lock:
+                if self._protocol.state is OPEN:
+                    self._protocol.send_ping(HEARTBEAT_PAYLOAD)
+                    self._flush()
 
     def abort(self) -> None:
         """Cut the connection without a close frame, as a network failure would."""
@@ -137,9 +158,14 @@ class _Connection:
             self._send(_error(None, UNABLE_TO_PROCESS, "Unable to process message"))
             return
         command_id = command.get("id")
+        if command_id == 0 and not isinstance(command_id, bool):
+            command_id = None  # 0 counts as no id
         params = command.get("params")
         cmd = command.get("cmd")
-        if cmd not in ("subscribe", "unsubscribe"):
+        if cmd == "list_subscriptions":
+            listed = [{"channel": CHANNEL, "sid": sid} for sid in self._last_seq]
+            self._send(_reply(command_id, {"type": "ok", "msg": listed}))
+        elif cmd not in ("subscribe", "unsubscribe"):
             self._send(_error(command_id, UNKNOWN_COMMAND, "Unknown command"))
         elif not isinstance(params, dict):
             self._send(_error(command_id, PARAMS_REQUIRED, "Params required"))
@@ -155,6 +181,9 @@ class _Connection:
         for channel in channels:
             if channel != CHANNEL:
                 self._send(_error(command_id, UNKNOWN_CHANNEL, "Unknown channel name"))
+                continue
+            if self._last_seq:  # the one channel there is already has a subscription on this connection
+                self._send(_error(command_id, ALREADY_SUBSCRIBED, "Already subscribed"))
                 continue
             sid = self._next_sid
             self._next_sid += 1
@@ -195,8 +224,9 @@ class _Connection:
 class WebSocketHub:
     """Every open connection; publishes each exchange change to the subscriptions allowed to see it."""
 
-    def __init__(self) -> None:
+    def __init__(self, heartbeat: float | None = HEARTBEAT_SECONDS) -> None:
         self.enabled = True  # False: refuse new handshakes with 503, as during an outage
+        self.heartbeat = heartbeat  # seconds between the server's pings; None sends none
         self._connections: set[_Connection] = set()
         self._closed = False
         self._lock = threading.Lock()
@@ -213,7 +243,7 @@ class WebSocketHub:
         if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
             _send_raw(handler.connection, response.serialize())
             return
-        connection = _Connection(handler.connection, key)
+        connection = _Connection(handler.connection, key, self.heartbeat)
         with self._lock:
             if self._closed:
                 return

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from ogpanel import exchange, permissions, services, vault
+from ogpanel import budgets, exchange, permissions, services, vault
 from ogpanel.credential_forms import (
     DUPLICATE_LABEL,
     CredentialForm,
@@ -81,7 +81,7 @@ def _refuse_change(request: HttpRequest, detail: dict | None = None) -> HttpResp
 def credential_list(request: HttpRequest) -> HttpResponse:
     credentials = Credential.objects.prefetch_related("subaccounts")
     visible = [c for c in credentials if permissions.credential_visible(request.user, _serves(c))]
-    rows = [(credential, _key_problem(credential)) for credential in visible]
+    rows = [(credential, _key_problem(credential), budgets.account_budget(credential)) for credential in visible]
     context = {"rows": rows, "may_change": permissions.may_change_credentials(request.user)}
     return render(request, "ogpanel/credentials.html", context)
 
@@ -143,6 +143,7 @@ def _detail_context(request: HttpRequest, credential: Credential, **extra) -> di
         "test_subaccounts": _test_subaccounts(request.user, credential),
         "key_problem": _key_problem(credential),
         "may_change": permissions.may_change_credentials(request.user),
+        "budget": budgets.account_budget(credential),
         **extra,
     }
 

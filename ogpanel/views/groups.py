@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from ogpanel import alerts, permissions, selectors, services
+from ogpanel import alerts, budgets, permissions, selectors, services
 from ogpanel.exchange import CredentialUnusable
 from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm
 from ogpanel.kalshi import (
@@ -33,6 +33,7 @@ from ogpanel.kalshi import (
     RateLimited,
     validate_order_group_id,
 )
+from ogpanel.kalshi.deadline import deadline, remaining
 from ogpanel.middleware import current_path
 from ogpanel.models import Subaccount
 from ogpanel.permissions import Action
@@ -55,6 +56,8 @@ ERROR_WORDS = {
     "BadRequest": "refused",
     "NotFound": "not found",
     "CredentialUnusable": "API key unusable",
+    "Rejected": "refused",
+    "Pending": "still being read",
 }
 
 
@@ -158,6 +161,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         triggered_total=sum(listing.triggered_count for listing in listings),
         filtered=bool(query),
         refresh_url=reverse("dashboard") + (f"?{query}" if query else ""),
+        cache_degraded=budgets.degraded(),  # after the listings: they are what finds the cache down
     )
     return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table")
 
@@ -333,10 +337,13 @@ def _previous_limit(subaccount: Subaccount, group_id: str) -> int | None:
     """The limit just before a change, for the audit record; None when that read fails.
 
     A failed read does not stop the change: a risk limit must stay settable while reads fail,
-    and the change's attempt and result are recorded either way. A missing group stops it.
+    and the change's attempt and result are recorded either way. A missing group stops it. The
+    read may take half of what the request has left, so the change still goes out while reads hang.
     """
+    left = remaining()
     try:
-        return selectors.order_group_detail(subaccount, group_id).contracts_limit
+        with deadline((settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT if left is None else left) / 2):
+            return selectors.order_group_detail(subaccount, group_id).contracts_limit
     except NotFound:
         raise
     except KalshiError:
@@ -366,18 +373,20 @@ def group_limit(request: HttpRequest, subaccount: int, group_id: str) -> HttpRes
         return common.render_page(request, template, context, fragment="panel", status=400)
     limit = form.cleaned_data["contracts_limit"]
     try:
-        previous = _previous_limit(target, group_id)
-        held = four_eyes.hold_limit(request, target, group_id, limit, previous, form.cleaned_data["reason"])
-        if held is not None:
-            return held
-        services.ordergroup_update_limit(
-            actor=common.actor(request),
-            subaccount=target,
-            order_group_id=group_id,
-            contracts_limit=limit,
-            previous_limit=previous,
-            reason=form.cleaned_data["reason"],
-        )
+        # The read of the current limit and the change share one budget, not one timeout each.
+        with deadline(settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT):
+            previous = _previous_limit(target, group_id)
+            held = four_eyes.hold_limit(request, target, group_id, limit, previous, form.cleaned_data["reason"])
+            if held is not None:
+                return held
+            services.ordergroup_update_limit(
+                actor=common.actor(request),
+                subaccount=target,
+                order_group_id=group_id,
+                contracts_limit=limit,
+                previous_limit=previous,
+                reason=form.cleaned_data["reason"],
+            )
     except KalshiError as exc:
         form.add_error(None, exc.operator_message)
         return common.render_page(request, template, context, fragment="panel", status=_status_for(exc))

@@ -11,6 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from ogpanel import budgets
 from ogpanel.watch_health import watch_health
 
 logger = logging.getLogger(__name__)
@@ -36,5 +37,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     else:
         if watch.last_poll_at is not None:  # a deployment that never ran a watcher has nothing to report
             answer["watcher"] = watch.as_json()
+    answer["cache"] = _cache_section()
     # The watcher is a separate process: its trouble shows here but never fails the panel's own probe.
     return JsonResponse(answer)
+
+
+def _cache_section() -> dict:
+    """The shared cache (Redis): down, the panel goes on with local budgets, so it reports but never fails the probe."""
+    return budgets.cache_health()

@@ -10,7 +10,6 @@ Posting answers at once: the sweep runs in the background (jobs.py) and its page
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
@@ -30,6 +29,7 @@ from ogpanel.views.groups import GROUPS_CHANGED
 
 TEMPLATE = "ogpanel/kill_switch.html"
 SWEEP_TEMPLATE = "ogpanel/kill_switch_sweep.html"
+PREVIEW_WAIT_SECONDS = 2.0  # the preview waits this long for the exchange, then shows what it has
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,13 @@ class Preview:
 
     @property
     def button(self) -> str:
+        if self.unreadable:  # what it will hit is not known: name the scope only
+            where = (
+                f"subaccount {self.listings[0].subaccount}"
+                if len(self.listings) == 1
+                else (f"{len(self.listings)} subaccounts")
+            )
+            return f"Trigger every group on {where}"
         count = f"{self.groups} group{'s' if self.groups != 1 else ''}"
         if len(self.listings) == 1:
             return f"Trigger all {count} on subaccount {self.listings[0].subaccount}"
@@ -106,7 +113,8 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
     if isinstance(scope, HttpResponse):
         return scope
     targets = [scope] if scope else subaccounts
-    preview = Preview(selectors.listings(targets, fresh=True)) if targets else None
+    # Read fresh, but never held up by a hanging exchange: the kill switch works without its preview.
+    preview = Preview(selectors.listings(targets, fresh=True, wait=PREVIEW_WAIT_SECONDS)) if targets else None
     form = KillSwitchForm(subaccounts=subaccounts)
     context = _context(request, subaccounts, form, preview=preview, scope=scope)
     return common.render_page(request, TEMPLATE, context, fragment="console")
@@ -169,7 +177,6 @@ def _progress_page(
         "progress": sweep_progress.sweep_progress(sweep, visible),
         "notes": sweep_progress.notes(sweep),
         "note_form": SweepNoteForm(),
-        "tier": settings.OGPANEL_KALSHI_TIER,
         "refresh_ms": 1000,
         **extra,
     }

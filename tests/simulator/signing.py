@@ -24,7 +24,11 @@ def now_ms() -> str:
 
 
 class SignedClient:
-    """requests with Kalshi's three auth headers; keyword overrides produce broken signatures on purpose."""
+    """requests with Kalshi's three auth headers; keyword overrides produce broken signatures on purpose.
+
+    A PUT or POST says `Content-Type: application/json` even with no body, as Kalshi's official
+    client does (the exchange refuses one without it); pass `headers={"Content-Type": None}` to leave it out.
+    """
 
     def __init__(self, base_url: str, key_id: str, private_key: rsa.RSAPrivateKey) -> None:
         self.base_url = base_url
@@ -51,9 +55,12 @@ class SignedClient:
             "KALSHI-ACCESS-SIGNATURE": sign(
                 self.private_key, timestamp + method.upper() + signed_path, salt_length=salt_length
             ),
-            **kwargs.pop("headers", {}),
         }
-        return requests.request(method, url, headers=headers, timeout=timeout, **kwargs)
+        if method.upper() in ("PUT", "POST"):
+            headers["Content-Type"] = "application/json"
+        headers.update(kwargs.pop("headers", {}))  # requests drops a header whose value is None
+        sender = kwargs.pop("session", None) or requests  # a Session keeps its connection alive between calls
+        return sender.request(method, url, headers=headers, timeout=timeout, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)

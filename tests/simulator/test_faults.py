@@ -52,7 +52,7 @@ def test_the_limiter_refills_at_the_tier_rate() -> None:
     assert not limiter.allow("k", "DELETE")
     assert all(limiter.allow("k", "GET") for _ in range(20))  # reads: 200/s, 1 s of burst
     assert not limiter.allow("k", "GET")
-    assert limiter.allow("another-key", "POST")  # budgets are per key
+    assert limiter.allow("another-account", "POST")  # budgets are per account
 
     now[0] += 0.1  # 10 write tokens: one more request
     assert limiter.allow("k", "PUT")

@@ -6,8 +6,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kalshi_python_sync import Configuration, KalshiClient, NotFoundException
 from kalshi_python_sync.models import CreateOrderGroupResponse, GetOrderGroupResponse, GetOrderGroupsResponse
 
-from ogpanel.simulator import SimulatorServer
-from tests.simulator.conftest import KEY_ID
+from ogpanel.simulator import SimulatorServer, start
+from tests.simulator.conftest import KEY_ID, public_pem
 
 
 @pytest.fixture
@@ -61,3 +61,27 @@ def test_the_official_client_sees_a_wrong_subaccount_as_not_found(official: Kals
     group_id = official.create_order_group(contracts_limit=10, subaccount=2).order_group_id
     with pytest.raises(NotFoundException):
         official.trigger_order_group(group_id)
+
+
+def test_the_official_client_reads_the_accounts_limits_and_costs(private_key: rsa.RSAPrivateKey) -> None:
+    from kalshi_python_sync import AccountApi
+
+    with start(tier="basic") as tiered:
+        tiered.add_key(KEY_ID, public_pem(private_key))
+        tiered.set_endpoint_cost("PUT", "/portfolio/order_groups/{order_group_id}/trigger", 20)
+        pkcs1 = private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        config = Configuration(host=tiered.base_url)
+        config.api_key_id = KEY_ID
+        config.private_key_pem = pkcs1.decode()
+        account = AccountApi(KalshiClient(config))
+
+        limits = account.get_account_api_limits()
+        assert (limits.usage_tier, limits.read.refill_rate, limits.read.bucket_capacity) == ("basic", 200, 200)
+        assert (limits.write.refill_rate, limits.write.bucket_capacity) == (100, 200)
+        costs = account.get_account_endpoint_costs()
+        assert costs.default_cost == 10
+        assert [(c.method, c.path, c.cost) for c in costs.endpoint_costs] == [
+            ("PUT", "/portfolio/order_groups/{order_group_id}/trigger", 20)
+        ]

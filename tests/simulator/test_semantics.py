@@ -207,7 +207,7 @@ def test_it_refuses_to_fill_an_order_that_is_not_resting(sim: SimulatorServer) -
 
 def test_python_api_seeding_validates_like_the_endpoints(sim: SimulatorServer) -> None:
     with pytest.raises(ExchangeError):
-        sim.create_group(33, 10)
+        sim.create_group(64, 10)
     with pytest.raises(ExchangeError):
         sim.create_group(0, 0)
     group_id = sim.create_group(1, 10)

@@ -5,13 +5,17 @@ change and expects it to be the very next frame, so no test waits for silence.
 """
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.sync.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 from ogpanel.simulator import SimulatorServer, start
 from tests.simulator.conftest import KEY_ID, public_pem
@@ -115,19 +119,42 @@ def test_a_plain_get_without_upgrade_headers_is_refused(sim: SimulatorServer, pr
     assert sim.websocket_count == 0
 
 
-def test_it_confirms_each_subscription_with_its_own_sid(open_ws: Opener) -> None:
+def test_it_refuses_a_second_subscription_to_the_channel_with_error_code_6(open_ws: Opener) -> None:
     ws = open_ws()
 
     send(ws, {"id": 7, "cmd": "subscribe", "params": {"channels": [CHANNEL]}})
     assert receive(ws) == {"id": 7, "type": "subscribed", "msg": {"channel": CHANNEL, "sid": 1}}
     send(ws, {"id": 8, "cmd": "subscribe", "params": {"channels": [CHANNEL]}})
-    assert receive(ws) == {"id": 8, "type": "subscribed", "msg": {"channel": CHANNEL, "sid": 2}}
+    assert receive(ws) == {"id": 8, "type": "error", "msg": {"code": 6, "msg": "Already subscribed"}}
+
+    send(ws, {"id": 9, "cmd": "unsubscribe", "params": {"sids": [1]}})
+    assert receive(ws)["type"] == "unsubscribed"
+    send(ws, {"id": 10, "cmd": "subscribe", "params": {"channels": [CHANNEL]}})
+    assert receive(ws) == {"id": 10, "type": "subscribed", "msg": {"channel": CHANNEL, "sid": 2}}
+
+
+def test_it_lists_the_subscriptions_of_the_connection(open_ws: Opener) -> None:
+    ws = open_ws()
+    send(ws, {"id": 1, "cmd": "list_subscriptions"})
+    assert receive(ws) == {"id": 1, "type": "ok", "msg": []}
+
+    sid = subscribe(ws, command_id=2)
+    send(ws, {"id": 3, "cmd": "list_subscriptions"})
+    assert receive(ws) == {"id": 3, "type": "ok", "msg": [{"channel": CHANNEL, "sid": sid}]}
+
+
+def test_a_command_id_of_0_counts_as_no_id(open_ws: Opener) -> None:
+    ws = open_ws()
+    send(ws, {"id": 0, "cmd": "subscribe", "params": {"channels": [CHANNEL]}})
+    assert receive(ws) == {"type": "subscribed", "msg": {"channel": CHANNEL, "sid": 1}}
+    send(ws, {"id": 0, "cmd": "frobnicate"})
+    assert receive(ws) == {"type": "error", "msg": {"code": 5, "msg": "Unknown command"}}
 
 
 @pytest.mark.parametrize(
     ("command", "code"),
     [
-        ({"id": 3, "cmd": "list_subscriptions"}, 5),
+        ({"id": 3, "cmd": "frobnicate"}, 5),
         ({"id": 3, "cmd": "subscribe"}, 2),
         ({"id": 3, "cmd": "subscribe", "params": {"channels": []}}, 3),
         ({"id": 3, "cmd": "subscribe", "params": {"channels": ["ticker"]}}, 8),
@@ -341,3 +368,32 @@ def test_stop_closes_open_websockets(private_key: rsa.RSAPrivateKey) -> None:
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=5)
     ws.close()
+
+
+def test_the_server_pings_every_heartbeat_with_a_heartbeat_payload(private_key: rsa.RSAPrivateKey) -> None:
+    """Read frames with websockets' sans-I/O protocol: its sync client answers pings without showing them."""
+    server = start(ws_heartbeat=0.05)
+    server.add_key(KEY_ID, public_pem(private_key))
+    try:
+        protocol = ClientProtocol(parse_uri(server.ws_url))
+        request = protocol.connect()
+        request.headers.update(signed_headers(KEY_ID, private_key))
+        with socket.create_connection(server._httpd.server_address[:2], timeout=5) as sock:
+            protocol.send_request(request)
+            pings = []
+            while len(pings) < 2:
+                for data in protocol.data_to_send():
+                    sock.sendall(data)
+                protocol.receive_data(sock.recv(65536))
+                pings += [frame for frame in protocol.events_received() if isinstance(frame, Frame)]
+            assert protocol.handshake_exc is None
+            assert [(frame.opcode, frame.data) for frame in pings] == [(Opcode.PING, b"heartbeat")] * 2
+            for data in protocol.data_to_send():  # the protocol queued a pong for each
+                sock.sendall(data)
+    finally:
+        server.stop()
+
+
+def test_the_default_heartbeat_is_every_10_seconds() -> None:
+    with SimulatorServer() as server:
+        assert server.websockets.heartbeat == 10.0
