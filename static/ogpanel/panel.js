@@ -109,9 +109,9 @@
       panel.style.top = "";
       return;
     }
+    panel.classList.add("anchored"); // out of the flow first, so the row is measured where it stays
     var host = panel.offsetParent || document.body;
     var top = row.getBoundingClientRect().bottom - host.getBoundingClientRect().top;
-    panel.classList.add("anchored");
     panel.style.top = Math.round(top) + "px";
   }
 
