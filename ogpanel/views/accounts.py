@@ -99,9 +99,9 @@ def _locked_response(request: HttpRequest, form: AuthenticationForm, lockout: th
 
 @sensitive_post_parameters("password")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login(request: HttpRequest) -> HttpResponse:
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # HEAD: uptime probes ask for the login page
         if request.user.is_authenticated:
             return redirect(_next_url(request))
         context = {"form": AuthenticationForm(request), "next": _next_url(request)}
