@@ -60,15 +60,16 @@ class Command(BaseCommand):
             max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
         )
         passwords = seed(simulator, environment=Credential.Environment.SIMULATOR)
+        # A fresh simulator is a new exchange: the last one's trips would be ghosts in the banner
+        # (their groups are gone; their audit events stay).
+        TripAlert.objects.all().delete()
         if no_serve:
             self._introduce(simulator.base_url, None, passwords)
             simulator.stop()
             return
         # The trip watch runs in this process too, so a group tripped through /_sim/ shows on the dashboard.
-        # A fresh simulator is a new exchange: what the watcher knew of the last one would read as changes,
-        # and the last one's trips would be ghosts in the banner (their audit events stay).
+        # A fresh simulator is a new exchange: what the watcher knew of the last one would read as changes.
         forget_observations()
-        TripAlert.objects.all().delete()
         watcher = Watcher()
         watcher.poll_once()  # its baseline lines now, so that the passwords stay the last thing printed
         stop_watching = threading.Event()
