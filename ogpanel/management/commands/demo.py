@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.core.servers.basehttp import get_internal_wsgi_application
 
 from ogpanel import jobs, services
 from ogpanel.audit import Actor
@@ -80,6 +81,8 @@ class Command(BaseCommand):
         sweeping = threading.Thread(target=jobs.work, args=(stop_sweeping,), name="ogpanel-sweeps", daemon=True)
         sweeping.start()
         if not settings.OGPANEL_LOG_REQUESTS:
+            # Loading the WSGI application runs django.setup(), which configures logging anew: load it first.
+            get_internal_wsgi_application()
             logging.getLogger("django.server").setLevel(logging.WARNING)  # 2xx/3xx lines off; errors stay
         self._introduce(simulator.base_url, port, passwords)
         try:
