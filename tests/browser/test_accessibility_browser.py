@@ -6,6 +6,8 @@ injected through Playwright's evaluate, which the pages' Content-Security-Policy
 """
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -39,6 +41,16 @@ def blocking_violations(page: Page) -> list[str]:
     ]
 
 
+@contextmanager
+def signed_in(browser: Browser, viewport: dict, base_url: str, user) -> Iterator[Page]:
+    page = new_page(browser, viewport)
+    try:
+        sign_in(page, base_url, user)
+        yield page
+    finally:
+        page.context.close()
+
+
 @pytest.mark.parametrize("viewport", [DESK, PHONE], ids=["desk", "phone"])
 def test_axe_finds_no_serious_violation_on_any_page(
     viewport, browser: Browser, live_server, sim, subaccounts, credential, administrator, operator, viewer
@@ -47,37 +59,27 @@ def test_axe_finds_no_serious_violation_on_any_page(
     found: dict[str, list[str]] = {}
 
     page = new_page(browser, viewport)
-    try:
-        page.goto(f"{live_server.url}/accounts/login/")
-        found["login"] = blocking_violations(page)
-        sign_in(page, live_server.url, administrator)
+    page.goto(f"{live_server.url}/accounts/login/")
+    found["login"] = blocking_violations(page)
+    page.context.close()
+
+    with signed_in(browser, viewport, live_server.url, administrator) as page:
         for name, path in admin_pages(book):
             page.goto(live_server.url + path)
             found[f"admin: {name}"] = blocking_violations(page)
-        menu = page.get_by_role("button", name="Menu")
         if viewport is PHONE:
-            menu.tap()  # the header's menu, open
+            page.get_by_role("button", name="Menu").tap()  # the header's menu, open
             found["admin: menu open"] = blocking_violations(page)
-    finally:
-        page.context.close()
 
-    page = new_page(browser, viewport)
-    try:
-        sign_in(page, live_server.url, operator)
+    with signed_in(browser, viewport, live_server.url, operator) as page:
         page.locator(f"#group-1-{book.active}").get_by_role("link", name=re.compile("^Trigger…")).click()
         expect(page.locator("#action-panel textarea")).to_be_focused()
         found["ops: dashboard, confirmation open in place"] = blocking_violations(page)
-    finally:
-        page.context.close()
 
-    page = new_page(browser, viewport)
-    try:
-        sign_in(page, live_server.url, viewer)
+    with signed_in(browser, viewport, live_server.url, viewer) as page:
         for name, path in viewer_pages(book):
             page.goto(live_server.url + path)
             found[f"viewer: {name}"] = blocking_violations(page)
-    finally:
-        page.context.close()
 
     assert len(found) >= 25  # every page was looked at
     assert {name: lines for name, lines in found.items() if lines} == {}
