@@ -25,11 +25,12 @@
   });
 
   // A new action clears the previous one's flash: an error must never share the screen with an
-  // older success. An action is what a person starts (a click, a submit, a change); a timed
-  // refresh carries no triggering event, and the refresh a change asks for must keep its flash.
+  // older success. An action is what a person starts: a trusted event (a click, a submit, a
+  // change). Refreshes are not: a timer's carries no event, and one asked for by the page or the
+  // server (ogpanel:groups-changed, a change stamp) comes from a script, so the flash stays.
   document.body.addEventListener("htmx:beforeRequest", function (event) {
     var cause = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
-    if (!cause || cause.type === "ogpanel:groups-changed") return;
+    if (!cause || !cause.isTrusted) return;
     var area = flashArea();
     if (area) area.replaceChildren();
   });
@@ -115,14 +116,15 @@
     panel.style.top = Math.round(top) + "px";
   }
 
-  function closePanel(restoreFocus) {
+  // Empty the panel, drop the row's highlight and give the focus back to what opened it (or its row).
+  function closePanel() {
     var panel = actionPanel();
     if (panel) panel.replaceChildren();
     var row = actingRow();
     if (row) row.removeAttribute("data-acting");
     anchorPanel();
-    if (!restoreFocus) return;
     var back = opener && document.contains(opener) ? opener : row && row.querySelector("a, button");
+    opener = null;
     if (back) back.focus({ preventScroll: true });
   }
 
@@ -142,7 +144,7 @@
     var target = event.detail.target;
     if (!target || target.id !== "action-panel") return;
     if (!target.firstElementChild) {
-      closePanel(true); // done (a success answers with an empty panel): back to the row acted on
+      closePanel(); // done (a success answers with an empty panel): back to the row acted on
       return;
     }
     anchorPanel();
@@ -170,7 +172,7 @@
     var panel = document.getElementById(link.dataset.dismiss);
     if (!panel || !panel.contains(link)) return;
     event.preventDefault();
-    if (panel.id === "action-panel") closePanel(true);
+    if (panel.id === "action-panel") closePanel();
     else panel.replaceChildren();
   });
 
@@ -178,9 +180,9 @@
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;
     var panel = actionPanel();
-    if (panel && panel.firstElementChild) {
+    if (panel && panel.firstElementChild && opener) { // opened in place (a page of its own has no opener)
       event.preventDefault();
-      closePanel(true);
+      closePanel();
       return;
     }
     var menu = document.getElementById("topbar-menu");
