@@ -268,7 +268,23 @@ def _wrong_password(page: Page, base: str, book) -> None:
     expect(page.locator("#kill-console")).to_contain_text("That password or authenticator code is not right")
 
 
-@pytest.mark.parametrize("fail", [_blank_reason, _bad_limit, _wrong_password], ids=lambda f: f.__name__.strip("_"))
+def _whole_document(page: Page, base: str, book) -> None:
+    """A refusal the panel's views never wrote (Django's CSRF failure page) arrives as a whole document."""
+    page.goto(f"{base}/")
+    page.locator(f"#group-1-{book.active}").get_by_role("link", name=re.compile("^Trigger…")).click()
+    page.locator("#action-panel textarea").fill("drill")
+    page.evaluate("""() => {
+      document.body.setAttribute("hx-headers", '{"X-CSRFToken": "stale"}');
+      document.querySelectorAll("#action-panel input[name=csrfmiddlewaretoken]").forEach(el => el.remove());
+    }""")
+    page.get_by_role("button", name="Trigger group — cancels all its orders").click()
+    expect(page.locator("#flash [role=alert]")).to_contain_text("The panel answered HTTP 403")
+    expect(page.locator("#action-panel textarea")).to_have_value("drill")  # the form is still there
+
+
+@pytest.mark.parametrize(
+    "fail", [_blank_reason, _bad_limit, _wrong_password, _whole_document], ids=lambda f: f.__name__.strip("_")
+)
 def test_a_400_on_an_htmx_form_in_debug_mode_keeps_the_page(
     fail, screen, live_server, sim, subaccounts, credential, administrator, settings
 ):
