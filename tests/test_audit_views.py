@@ -317,6 +317,19 @@ def test_the_export_streams_a_named_file_and_is_itself_recorded(as_admin, admini
     assert response["Content-Disposition"].endswith('.jsonl"')
 
 
+def test_the_csv_export_offers_a_byte_order_mark_for_excel_and_keeps_the_same_rows(as_admin):
+    succeeded(subaccount=1, reason="Überprüfung — naïve café")
+    url = reverse("audit_export", args=["csv"])
+    plain = b"".join(as_admin.get(url + "?subaccount=1").streaming_content)
+    for_excel = b"".join(as_admin.get(url + "?subaccount=1&bom=1").streaming_content)
+
+    assert not plain.startswith(b"\xef\xbb\xbf") and for_excel.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(for_excel.decode("utf-8-sig"))))
+    assert [row["seq"] for row in rows] == [row["seq"] for row in csv.DictReader(io.StringIO(plain.decode()))]
+    assert "Überprüfung — naïve café" in {row["reason"] for row in rows}
+    assert "bom=1" in main(as_admin.get(reverse("audit_log")))
+
+
 def test_the_json_lines_export_can_be_verified_offline(as_admin):
     succeeded(subaccount=1, params={"note": "é ünïcode"})
     failed(subaccount=2)

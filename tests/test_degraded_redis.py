@@ -121,9 +121,11 @@ def test_every_exchange_operation_and_the_kill_switch_work_with_redis_stopped_th
             ).status_code
             == 302
         )
+        # The budget is back in Redis, charged with what the process spent on its own meanwhile: the
+        # sweep's write draws on the shared bucket (whose key lives until the bucket is full again, ~1 s).
+        bucket = "kalshi-rl:default@" + sim.base_url + ":write"
+        wait_for(lambda: bucket in redis.keys("kalshi-rl:*"), interval=0.02, what="the sweep to spend from Redis")
         wait_for(lambda: sim.group(survivor)["triggered"] is False, timeout=60, what="the reset sweep")
-        # The budget is back in Redis, charged with what the process spent on its own meanwhile.
-        assert "kalshi-rl:default@" + sim.base_url + ":write" in redis.keys("kalshi-rl:*")
         assert CACHE_DOWN not in html.unescape(panel.get("/").text)
         assert sim.rate_limited_count == 0
     finally:

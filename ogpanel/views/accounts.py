@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 REAUTH_SESSION_KEY = "ogpanel_reauth_at"
 # What a view shows when reauth_ok() says no.
 REAUTH_REFUSED = "Confirm it's you: enter your password (or your authenticator code) to do this."
+REAUTH_WRONG = "That password or authenticator code is not right: nothing was done."
 Outcome = AuditEvent.Outcome
 
 
@@ -100,9 +101,9 @@ def _locked_response(request: HttpRequest, form: AuthenticationForm, lockout: th
 
 @sensitive_post_parameters("password")
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login(request: HttpRequest) -> HttpResponse:
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # HEAD: uptime probes ask for the login page
         if request.user.is_authenticated:
             return redirect(_next_url(request))
         context = {"form": AuthenticationForm(request), "next": _next_url(request)}
@@ -254,8 +255,11 @@ def confirm_identity(request: HttpRequest, form) -> bool:
     holding a private key drop it). The caller answers 403, or sends a user whom too many wrong
     answers signed out to the login page.
     """
-    if reauth_ok(request, password=request.POST.get("reauth_password", ""), otp=request.POST.get("reauth_otp", "")):
+    password, otp = request.POST.get("reauth_password", ""), request.POST.get("reauth_otp", "")
+    if reauth_ok(request, password=password, otp=otp):
         return True
+    if password or otp:  # say that what was typed is wrong, not only that it is wanted
+        form.add_error(None, REAUTH_WRONG)
     getattr(form, "refuse", lambda message: form.add_error(None, message))(REAUTH_REFUSED)
     return False
 

@@ -13,7 +13,7 @@ import csv
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import batched
+from itertools import batched, chain
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -275,6 +275,8 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     lines, content_type = EXPORTS[fmt]
     # A thousand lines a chunk: a million one-line writes would cost the server a syscall each.
     chunks = ("".join(batch) for batch in batched(lines(events), 1000, strict=False))
+    if fmt == "csv" and request.GET.get("bom") == "1":  # Excel reads UTF-8 only after a byte order mark
+        chunks = chain(["\ufeff"], chunks)
     response = StreamingHttpResponse(chunks, content_type=content_type)
     stamp = exported.at.strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="ogpanel-audit-{stamp}.{fmt}"'

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from ogpanel import alerts, budgets, permissions, selectors, services
+from ogpanel import dashboard as dashboard_parts
 from ogpanel.exchange import CredentialUnusable
 from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm
 from ogpanel.kalshi import (
@@ -131,34 +132,42 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "updated_at": datetime.now(UTC),
         "oob": common.wants_fragment(request),
         "watch": watch,
-        "trips": alerts.recent_trips([sub.number for sub in subaccounts]),
         "trip_minutes": settings.OGPANEL_TRIP_BANNER_MINUTES,
+        "can_act": permissions.can(request.user, Action.RESET) or permissions.can(request.user, Action.TRIGGER),
     }
     if not filters.is_valid():
         context.update(listings=[], rows=[], refresh_url=reverse("dashboard"))
         return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table", status=400)
     number, state = filters.cleaned_data["subaccount"], filters.cleaned_data["state"]
-    shown = [sub for sub in subaccounts if number is None or sub.number == number]
-    listings = selectors.listings(shown, stale_ok=True)  # a poll never waits on a re-read
+    # Every subaccount is listed, filtered or not: the tiles show the whole book (the reads are shared).
+    listings = selectors.listings(subaccounts, stale_ok=True)  # a poll never waits on a re-read
     can_reset, can_trigger = (permissions.can(request.user, action) for action in (Action.RESET, Action.TRIGGER))
-    rows = [
-        _Row(listing, group, can_reset, can_trigger)
-        for listing in listings
-        for group in listing.groups
-        if not state or group.triggered == (state == "triggered")
-    ]
+    shown = [listing for listing in listings if number is None or listing.subaccount == number]
+    rows = dashboard_parts.rows_in_order(
+        (
+            _Row(listing, group, can_reset, can_trigger)
+            for listing in shown
+            for group in listing.groups
+            if not state or group.triggered == (state == "triggered")
+        ),
+        key=lambda row: (row.listing.subaccount, row.group),
+    )
     query = urlencode({k: v for k, v in request.GET.items() if k in filters.fields and v})
     statuses = [
         (listing, ERROR_WORDS.get(listing.error_kind, "error"), watch.subaccounts.get(listing.subaccount))
-        for listing in listings
+        for listing in shown
     ]
+    numbers = [sub.number for sub in subaccounts]
     context.update(
-        listings=listings,
+        listings=shown,
         rows=rows,
-        statuses=statuses,
+        statuses=[(*status, dashboard_parts.watch_is_stale(status[2])) for status in statuses],
         failing=[(listing, words) for listing, words, _ in statuses if not listing.ok],
-        groups_total=sum(len(listing.groups) for listing in listings),
-        triggered_total=sum(listing.triggered_count for listing in listings),
+        groups_total=sum(len(listing.groups) for listing in shown),
+        triggered_total=sum(listing.triggered_count for listing in shown),
+        tiles=dashboard_parts.tiles(request.user, listings, watch, current=number),
+        trips=dashboard_parts.shown_trips(alerts.recent_trips(numbers), listings),
+        chart=dashboard_parts.trip_chart(numbers),
         filtered=bool(query),
         refresh_url=reverse("dashboard") + (f"?{query}" if query else ""),
         cache_degraded=budgets.degraded(),  # after the listings: they are what finds the cache down

@@ -1,27 +1,62 @@
 // ogpanel's only script. Kept in a file (not inline) so the Content-Security-Policy can forbid inline code.
+// Each block below is one behaviour, on its own: add new ones beside them.
 (function () {
   "use strict";
 
-  // Flash messages sent by the server in an HX-Trigger header ("ogpanel:flash").
-  document.body.addEventListener("ogpanel:flash", function (event) {
-    var area = document.getElementById("flash");
+  function flashArea() {
+    return document.getElementById("flash");
+  }
+
+  function showFlash(level, message) {
+    var area = flashArea();
     if (!area) return;
     var p = document.createElement("p");
-    p.className = "msg msg-" + (event.detail.level || "success");
-    p.textContent = event.detail.message;
+    p.className = "msg msg-" + level;
+    if (level === "error") p.setAttribute("role", "alert");
+    p.textContent = message;
     area.replaceChildren(p);
+  }
+
+  // --- flash messages ---------------------------------------------------------------------------
+
+  // Flash messages sent by the server in an HX-Trigger header ("ogpanel:flash").
+  document.body.addEventListener("ogpanel:flash", function (event) {
+    showFlash(event.detail.level || "success", event.detail.message);
+  });
+
+  // A new action clears the previous one's flash: an error must never share the screen with an
+  // older success. An action is what a person starts: a trusted event (a click, a submit, a
+  // change). Refreshes are not: a timer's carries no event, and one asked for by the page or the
+  // server (ogpanel:groups-changed, a change stamp) comes from a script, so the flash stays.
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    var cause = event.detail.requestConfig && event.detail.requestConfig.triggeringEvent;
+    if (!cause || !cause.isTrusted) return;
+    var area = flashArea();
+    if (area) area.replaceChildren();
   });
 
   // An htmx request that could not reach the panel at all (network down, panel restarting).
   document.body.addEventListener("htmx:sendError", function () {
-    var area = document.getElementById("flash");
-    if (!area) return;
-    var p = document.createElement("p");
-    p.className = "msg msg-error";
-    p.setAttribute("role", "alert");
-    p.textContent = "The panel could not be reached. Check your connection; the page will keep trying.";
-    area.replaceChildren(p);
+    showFlash("error", "The panel could not be reached. Check your connection; the page will keep trying.");
   });
+
+  // --- errors render in place ---------------------------------------------------------------------
+
+  // The panel answers htmx with fragments, errors included (base.html swaps 4xx/5xx). A whole
+  // document (a crash page, a CSRF failure, a proxy's error page) must not be poured into a table
+  // cell or replace the page: it becomes one line in the flash area instead.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (!xhr || xhr.status < 400) return;
+    var body = (xhr.responseText || "").trimStart().slice(0, 200).toLowerCase();
+    if (body.indexOf("<!doctype") !== 0 && body.indexOf("<html") !== 0) return;
+    event.detail.shouldSwap = false;
+    var title = new DOMParser().parseFromString(xhr.responseText, "text/html").title;
+    showFlash("error", "The panel answered HTTP " + xhr.status + (title ? " (" + title.trim() + ")" : "") +
+      ". Nothing on this page changed; try again, or reload the page.");
+  });
+
+  // --- pausing self-refreshing regions -------------------------------------------------------------
 
   // Pause/resume for self-refreshing regions: a checkbox with data-pauses="<id of the region>".
   document.body.addEventListener("change", function (event) {
@@ -40,13 +75,95 @@
     if (!byPerson) event.preventDefault();
   });
 
-  // A form opened in place (#action-panel) takes the keyboard focus, as a new page would.
-  document.body.addEventListener("htmx:afterSwap", function (event) {
-    var panel = event.detail.target;
-    if (!panel || panel.id !== "action-panel") return;
-    var field = panel.querySelector("[aria-invalid=true], input:not([type=hidden]), select, textarea, button");
-    if (field) field.focus();
+  // --- refreshes keep what the person is doing --------------------------------------------------
+
+  // Self-refreshing regions swap with idiomorph ("morph:innerHTML"): rows are matched by id and
+  // changed in place, so focus, scroll and selection stay whatever refreshed them (the timer, a
+  // change event, a change stamp). A row's highlight (data-acting, set below) is the page's own
+  // state, not the server's: a morph must not take it away.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!window.Idiomorph || !window.Idiomorph.defaults) return;
+    window.Idiomorph.defaults.callbacks.beforeAttributeUpdated = function (name, element, kind) {
+      return !(name === "data-acting" && kind === "remove");
+    };
   });
+
+  // --- the action panel (#action-panel): a confirmation or form opened in place --------------------
+
+  var opener = null; // the link that opened the panel, to give the focus back to
+
+  function actionPanel() {
+    return document.getElementById("action-panel");
+  }
+
+  function actingRow() {
+    return document.querySelector("[data-acting]");
+  }
+
+  // Under the row it acts on, as a popover over the rows below (so the table never shifts).
+  function anchorPanel() {
+    var panel = actionPanel();
+    var row = actingRow();
+    if (!panel) return;
+    if (!row || !panel.firstElementChild) {
+      panel.classList.remove("anchored");
+      panel.style.top = "";
+      return;
+    }
+    panel.classList.add("anchored"); // out of the flow first, so the row is measured where it stays
+    var host = panel.offsetParent || document.body;
+    var top = row.getBoundingClientRect().bottom - host.getBoundingClientRect().top;
+    panel.style.top = Math.round(top) + "px";
+  }
+
+  // Empty the panel, drop the row's highlight and give the focus back to what opened it (or its row).
+  function closePanel() {
+    var panel = actionPanel();
+    if (panel) panel.replaceChildren();
+    var row = actingRow();
+    if (row) row.removeAttribute("data-acting");
+    anchorPanel();
+    var back = opener && document.contains(opener) ? opener : row && row.querySelector("a, button");
+    opener = null;
+    if (back) back.focus({ preventScroll: true });
+  }
+
+  // Which row an opener belongs to, remembered as the request for the panel goes out.
+  document.body.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    var target = event.detail.target;
+    if (!target || target.id !== "action-panel" || !elt || elt.tagName === "FORM") return;
+    opener = elt;
+    var current = actingRow();
+    if (current) current.removeAttribute("data-acting");
+    var row = elt.closest("tr[id]");
+    if (row) row.setAttribute("data-acting", "");
+  });
+
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || target.id !== "action-panel") return;
+    if (!target.firstElementChild) {
+      closePanel(); // done (a success answers with an empty panel): back to the row acted on
+      return;
+    }
+    anchorPanel();
+    // The form takes the keyboard focus, as a new page would (the first invalid field after an error).
+    var field = target.querySelector("[aria-invalid=true], input:not([type=hidden]), select, textarea, button");
+    if (field) field.focus({ preventScroll: true });
+    if (!isInView(target)) target.scrollIntoView({ block: "nearest" });
+  });
+
+  // A refresh may have moved the row (triggered rows go first): the panel follows it.
+  document.body.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.target && event.detail.target.id !== "action-panel") anchorPanel();
+  });
+  window.addEventListener("resize", anchorPanel);
+
+  function isInView(element) {
+    var box = element.getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= window.innerHeight;
+  }
 
   // "Cancel" links in a panel opened in place: empty the panel; without JavaScript they navigate.
   document.body.addEventListener("click", function (event) {
@@ -55,6 +172,41 @@
     var panel = document.getElementById(link.dataset.dismiss);
     if (!panel || !panel.contains(link)) return;
     event.preventDefault();
-    panel.replaceChildren();
+    if (panel.id === "action-panel") closePanel();
+    else panel.replaceChildren();
   });
+
+  // Esc closes the panel (or the phone's menu) and gives the focus back.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var panel = actionPanel();
+    if (panel && panel.firstElementChild && opener) { // opened in place (a page of its own has no opener)
+      event.preventDefault();
+      closePanel();
+      return;
+    }
+    var menu = document.getElementById("topbar-menu");
+    if (menu && menu.classList.contains("open")) toggleMenu(false);
+  });
+
+  // --- the header's menu on a phone --------------------------------------------------------------
+
+  // Folded behind "Menu" on a narrow screen (panel.css); without JavaScript it simply stays open.
+  var menuButton = document.querySelector(".menu-toggle");
+
+  function toggleMenu(open) {
+    var menu = document.getElementById("topbar-menu");
+    if (!menu || !menuButton) return;
+    menu.classList.toggle("open", open);
+    menuButton.setAttribute("aria-expanded", open ? "true" : "false");
+    if (!open) menuButton.focus({ preventScroll: true });
+  }
+
+  if (menuButton) {
+    document.documentElement.classList.add("menu-folds");
+    menuButton.hidden = false;
+    menuButton.addEventListener("click", function () {
+      toggleMenu(menuButton.getAttribute("aria-expanded") !== "true");
+    });
+  }
 })();

@@ -3,11 +3,13 @@ test_kill_switch_browser.py)."""
 
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from ogpanel.models import WatcherHeartbeat, WatcherStatus
 from tests.browser.conftest import login
 
 # The README's screenshot is refreshed only on request (OGPANEL_SCREENSHOTS=1), so a test run leaves the tree clean.
@@ -30,6 +32,8 @@ def test_it_triggers_a_group_from_the_dashboard_without_reloading_the_page(
         sim.create_group(number, limit)
     target = sim.create_group(1, 25)
     sim.place_order(1, target, count=5)
+    if os.environ.get("OGPANEL_SCREENSHOTS"):
+        watching(subaccounts)  # the README shows a desk on a normal day: the trip watch running
     login(page, live_server, operator)
     page.evaluate("window.ogpanelNoReload = true")  # gone if the page were reloaded
 
@@ -52,6 +56,15 @@ def test_it_triggers_a_group_from_the_dashboard_without_reloading_the_page(
     assert shot.startswith(b"\x89PNG")
     if os.environ.get("OGPANEL_SCREENSHOTS"):
         (SCREENSHOTS / "dashboard.png").write_bytes(shot)
+
+
+def watching(subaccounts) -> None:
+    """What a trip watch that just polled every subaccount leaves in the database."""
+    now = datetime.now(UTC)
+    defaults = {"host": "screenshot", "interval_seconds": 5, "started_at": now, "beat_at": now, "streams": {}}
+    WatcherHeartbeat.objects.update_or_create(pk=1, defaults=defaults)
+    for sub in subaccounts:
+        WatcherStatus.objects.update_or_create(subaccount=sub.number, defaults={"last_success_at": now})
 
 
 def test_pausing_stops_the_dashboard_refreshing_itself(page, live_server, sim, subaccounts, operator, settings):

@@ -2,9 +2,16 @@
 
 Each run starts a fresh simulator (its state lives in memory), so it also makes fresh API keys,
 re-registers them, replaces the demo credentials and prints new passwords for the demo users.
-Audit history from earlier runs is kept: it is append-only.
+Audit history from earlier runs is kept: it is append-only. The trip banner's trips of the earlier
+run are dropped: their groups lived on the old simulator, and would show as ghosts.
+
+Output, for a newcomer: where the simulator and the panel are, then the passwords, last. The
+development server's banner and its line per request stay out of the way unless asked for
+(OGPANEL_LOG_REQUESTS=1); errors (4xx, 5xx) are always shown.
 """
 
+import io
+import logging
 import secrets
 import threading
 from urllib.parse import urlsplit
@@ -15,10 +22,11 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.core.servers.basehttp import get_internal_wsgi_application
 
 from ogpanel import jobs, services
 from ogpanel.audit import Actor
-from ogpanel.models import AccessScope, Credential, Subaccount
+from ogpanel.models import AccessScope, Credential, Subaccount, TripAlert
 from ogpanel.simulator import start
 from ogpanel.watcher import Watcher, forget_observations
 
@@ -52,34 +60,51 @@ class Command(BaseCommand):
             port=sim_url.port or 8765,
             max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
         )
-        self.stdout.write(f"Exchange simulator: {simulator.base_url}")
         passwords = seed(simulator, environment=Credential.Environment.SIMULATOR)
-        self.stdout.write(self.style.SUCCESS("Demo users (passwords are new on every run):"))
-        for username, role, scope in DEMO_USERS:
-            where = "all subaccounts" if scope is None else f"subaccounts {scope}"
-            self.stdout.write(f"  {username:<8} {passwords[username]}   role {role}, {where}")
+        # A fresh simulator is a new exchange: the last one's trips would be ghosts in the banner
+        # (their groups are gone; their audit events stay).
+        TripAlert.objects.all().delete()
         if no_serve:
+            self._introduce(simulator.base_url, None, passwords)
             simulator.stop()
             return
         # The trip watch runs in this process too, so a group tripped through /_sim/ shows on the dashboard.
         # A fresh simulator is a new exchange: what the watcher knew of the last one would read as changes.
         forget_observations()
+        watcher = Watcher()
+        watcher.poll_once()  # its baseline lines now, so that the passwords stay the last thing printed
         stop_watching = threading.Event()
-        watching = threading.Thread(target=Watcher().run, args=(stop_watching,), name="ogpanel-watcher", daemon=True)
+        watching = threading.Thread(target=watcher.run, args=(stop_watching,), name="ogpanel-watcher", daemon=True)
         watching.start()
         # The sweep worker too: it finishes a kill switch whose runner died (the panel starts sweeps itself).
         stop_sweeping = threading.Event()
         sweeping = threading.Thread(target=jobs.work, args=(stop_sweeping,), name="ogpanel-sweeps", daemon=True)
         sweeping.start()
-        self.stdout.write(self.style.SUCCESS(f"Panel: http://127.0.0.1:{port}/  (Ctrl-C stops panel and simulator)"))
+        if not settings.OGPANEL_LOG_REQUESTS:
+            # Loading the WSGI application runs django.setup(), which configures logging anew: load it first.
+            get_internal_wsgi_application()
+            logging.getLogger("django.server").setLevel(logging.WARNING)  # 2xx/3xx lines off; errors stay
+        self._introduce(simulator.base_url, port, passwords)
         try:
-            call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
+            # Its banner ("Starting development server ...") would bury the passwords: the URL is printed above.
+            call_command("runserver", f"127.0.0.1:{port}", use_reloader=False, stdout=io.StringIO())
         finally:
             stop_watching.set()
             stop_sweeping.set()
             watching.join(timeout=10)
             sweeping.join(timeout=10)
             simulator.stop()
+
+    def _introduce(self, simulator_url: str, port: int | None, passwords: dict[str, str]) -> None:
+        self.stdout.write(f"Exchange simulator: {simulator_url}  (OGPANEL_SIMULATOR_URL moves it)")
+        if port is not None:
+            self.stdout.write(
+                self.style.SUCCESS(f"Panel: http://127.0.0.1:{port}/  (DEMO_PORT moves it; Ctrl-C stops everything)")
+            )
+        self.stdout.write(self.style.SUCCESS("Demo users (passwords are new on every run):"))
+        for username, role, scope in DEMO_USERS:
+            where = "all subaccounts" if scope is None else f"subaccounts {scope}"
+            self.stdout.write(f"  {username:<8} {passwords[username]}   role {role}, {where}")
 
 
 def seed(simulator, *, environment: str, base_url: str = "") -> dict[str, str]:
