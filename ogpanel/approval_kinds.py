@@ -115,6 +115,8 @@ def _run_credential_create(req: ApprovalRequest, actor: Actor) -> str:
         key_id=params["key_id"],
         private_key_pem=vault.decrypt(req.secret, bound_to=str(req.uuid)),
         custom_base_url=params.get("custom_base_url", ""),
+        account=params.get("account", ""),
+        tier=params.get("tier", ""),
     )
     return f"Added credential \u201c{credential.label}\u201d (key {credential.fingerprint})."
 

@@ -105,7 +105,29 @@ class CredentialForm(KeyForm):
         max_length=200,
         help_text=f"Only for 'Custom base URL': the API root, ending in {API_PREFIX}.",
     )
-    field_order = ["label", "environment", "custom_base_url", "key_id", "private_key", "private_key_file"]
+    account = forms.CharField(
+        label="Kalshi account",
+        required=False,
+        max_length=100,
+        help_text="Credentials of one Kalshi account share its rate budget: give them the same name. "
+        "Leave blank if every key of this environment belongs to one account.",
+    )
+    tier = forms.ChoiceField(
+        label="Rate-limit tier",
+        required=False,
+        help_text="The account's tier until the exchange reports its own (it is asked on every test). "
+        "Blank: the panel's default.",
+    )
+    field_order = [
+        "label",
+        "environment",
+        "custom_base_url",
+        "account",
+        "tier",
+        "key_id",
+        "private_key",
+        "private_key_file",
+    ]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -114,6 +136,13 @@ class CredentialForm(KeyForm):
             (value, f"{label} ({urls[value]})" if value in urls else label)
             for value, label in Credential.Environment.choices
         ]
+        self.fields["tier"].choices = [
+            ("", f"Default ({settings.OGPANEL_KALSHI_TIER})"),
+            *Credential.tier.field.choices,
+        ]
+
+    def clean_account(self) -> str:
+        return self.cleaned_data["account"].strip()
 
     def clean_label(self) -> str:
         label = self.cleaned_data["label"].strip()

@@ -111,10 +111,15 @@ def credential_create(
     key_id: str,
     private_key_pem: bytes,
     custom_base_url: str = "",
+    account: str = "",
+    tier: str = "",
 ) -> Credential:
-    credential = Credential(label=label, environment=environment, key_id=key_id, custom_base_url=custom_base_url)
+    credential = Credential(
+        label=label, environment=environment, key_id=key_id, custom_base_url=custom_base_url, account=account, tier=tier
+    )
     _seal(credential, private_key_pem)
-    with audit.attempt(actor, "credential_create", credential=credential, params={"label": label}) as pending:
+    params = {"label": label, "account": account, "tier": tier}
+    with audit.attempt(actor, "credential_create", credential=credential, params=params) as pending:
         credential.save()
         pending.result_params["fingerprint"] = credential.fingerprint
     return credential

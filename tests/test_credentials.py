@@ -14,7 +14,7 @@ from django.core.signals import got_request_exception
 from django.urls import reverse
 from django.views.debug import ExceptionReporter
 
-from ogpanel import exchange, vault
+from ogpanel import budgets, exchange, vault
 from ogpanel.kalshi import public_key_fingerprint
 from ogpanel.models import AuditEvent, Credential, Subaccount
 from tests.leaks import assert_no_key_material
@@ -85,6 +85,21 @@ def test_admin_adds_a_credential_from_a_pasted_pkcs8_key(as_admin, sim, rsa_pem,
     assert rsa_pem not in credential.private_key_encrypted.encode()
     event = AuditEvent.objects.filter(action="credential_create").first()
     assert event.outcome == "succeeded" and event.params["fingerprint"] == credential.fingerprint
+
+
+def test_admin_names_the_kalshi_account_and_tier_a_credential_draws_its_budget_from(as_admin, sim, rsa_pem):
+    as_admin.post(reverse("credential_create"), create_form(sim, rsa_pem, account=" firm ", tier="advanced"))
+    as_admin.post(reverse("credential_create"), create_form(sim, rsa_pem, label="Desk B", account="firm"))
+    refused = as_admin.post(reverse("credential_create"), create_form(sim, rsa_pem, label="Desk C", tier="gold"))
+
+    desk_a, desk_b = Credential.objects.get(label="Desk A"), Credential.objects.get(label="Desk B")
+    assert (desk_a.account, desk_a.tier, desk_b.account, desk_b.tier) == ("firm", "advanced", "firm", "")
+    assert budgets.account_of(desk_a) == budgets.account_of(desk_b)  # one account: one budget between them
+    assert budgets.limiter_for(desk_a) is budgets.limiter_for(desk_b)
+    assert refused.status_code == 400 and "gold is not one of the available choices" in refused.content.decode()
+    assert not Credential.objects.filter(label="Desk C").exists()
+    event = AuditEvent.objects.get(action="credential_create", outcome="succeeded", params__label="Desk A")
+    assert event.params["account"] == "firm" and event.params["tier"] == "advanced"
 
 
 def test_admin_adds_a_credential_from_an_uploaded_pkcs1_file_with_crlf_line_ends(as_admin, sim, other_pem, other_key):

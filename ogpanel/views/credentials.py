@@ -109,6 +109,8 @@ def credential_create(request: HttpRequest) -> HttpResponse:
                     key_id=data["key_id"],
                     private_key_pem=data["private_key_pem"],
                     custom_base_url=data["custom_base_url"],
+                    account=data["account"],
+                    tier=data["tier"],
                 )
             except IntegrityError:  # the same label, saved by a concurrent request since the form checked it
                 form.refuse(DUPLICATE_LABEL, field="label")

@@ -156,6 +156,8 @@ def hold_credential_create(request: HttpRequest, data: dict) -> HttpResponse | N
         "environment": data["environment"],
         "key_id": data["key_id"],
         "custom_base_url": data["custom_base_url"],
+        "account": data.get("account", ""),
+        "tier": data.get("tier", ""),
         "fingerprint": public_key_fingerprint(load_private_key(pem)),
     }
     return _hold(request, "credential_create", subaccounts=[], params=params, secret=pem)
