@@ -300,6 +300,9 @@ OGPANEL_TRUSTED_PROXIES = env_int("OGPANEL_TRUSTED_PROXIES", 0, minimum=0, maxim
 OGPANEL_WATCH_SECONDS = env_float("OGPANEL_WATCH_SECONDS", 5.0, minimum=0.5)
 # Follow the exchange's order_group_updates WebSocket channel (polling continues either way).
 OGPANEL_WATCH_WEBSOCKET = env_bool("OGPANEL_WATCH_WEBSOCKET", True)
+# The trip watch counts as down (one "trip watch is down" alert, one "recovered" when it is back) when no
+# watcher has beaten, or every subaccount read has failed, for this many seconds.
+OGPANEL_WATCH_DOWN_SECONDS = env_float("OGPANEL_WATCH_DOWN_SECONDS", 60.0, minimum=1.0)
 # Trip alerts: a webhook (JSON POST; "slack" sends {"text": ...}) and email to these addresses.
 OGPANEL_ALERT_WEBHOOK_URL = env_str("OGPANEL_ALERT_WEBHOOK_URL")
 OGPANEL_ALERT_WEBHOOK_FORMAT = env_str("OGPANEL_ALERT_WEBHOOK_FORMAT", "json")
