@@ -222,7 +222,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Security headers. TLS terminates in front of the panel (see README); these assume it does.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP from inside
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/watcher)?$"]  # container health checks speak plain HTTP from inside
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OGPANEL_BEHIND_PROXY", False) else None
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG

@@ -40,9 +40,7 @@ class Change:
         return f"exchange_{self.kind}"
 
 
-def _trips_and_resets(
-    subaccount: int, group: OrderGroup, was_triggered: bool, heard: Sequence[str]
-) -> list[Change]:
+def _trips_and_resets(subaccount: int, group: OrderGroup, was_triggered: bool, heard: Sequence[str]) -> list[Change]:
     """The trips and resets from the recorded state to the listed one: the stream's, then what is left."""
     replayed, state = [], was_triggered
     for kind in heard:

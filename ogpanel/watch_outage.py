@@ -53,16 +53,16 @@ def outage(*, now: datetime | None = None, after: float | None = None) -> Outage
     beat = WatcherHeartbeat.objects.filter(pk=1).first()
     if beat is None:
         return None
-    if (now - beat.beat_at).total_seconds() > after:
-        return Outage(beat.beat_at, "no trip watcher has run since then")
+    found = []
     statuses = list(WatcherStatus.objects.all())
-    if not statuses or not all(_failing(status) for status in statuses):
-        return None
-    successes = [status.last_success_at for status in statuses if status.last_success_at is not None]
-    since = max(successes) if successes else beat.started_at
-    if (now - since).total_seconds() <= after:
-        return None
-    return Outage(since, "every subaccount read has failed since then")
+    if statuses and all(_failing(status) for status in statuses):
+        successes = [status.last_success_at for status in statuses if status.last_success_at is not None]
+        found.append(
+            Outage(max(successes) if successes else beat.started_at, "every subaccount read has failed since then")
+        )
+    found.append(Outage(beat.beat_at, "no trip watcher has run since then"))
+    down = [one for one in found if (now - one.since).total_seconds() > after]
+    return min(down, key=lambda one: one.since) if down else None
 
 
 def _row() -> WatchOutage:
@@ -103,7 +103,9 @@ def _announce_down(down: Outage, now: datetime) -> None:
     )
 
     def within(event: AuditEvent) -> None:
-        if not WatchOutage.objects.filter(pk=1, down_since__isnull=True).update(down_since=down.since, announced_at=now):
+        if not WatchOutage.objects.filter(pk=1, down_since__isnull=True).update(
+            down_since=down.since, announced_at=now
+        ):
             raise _AlreadyAnnounced
         notices.enqueue(
             event,

@@ -4,35 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ogpanel', '0010_account_budgets'),
+        ("ogpanel", "0010_account_budgets"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WatchLease',
+            name="WatchLease",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('holder', models.CharField(max_length=200)),
-                ('since', models.DateTimeField()),
-                ('renewed_at', models.DateTimeField()),
-                ('until', models.DateTimeField()),
-                ('taken_from', models.CharField(blank=True, max_length=200)),
-                ('taken_from_renewed_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("holder", models.CharField(max_length=200)),
+                ("since", models.DateTimeField()),
+                ("renewed_at", models.DateTimeField()),
+                ("until", models.DateTimeField()),
+                ("taken_from", models.CharField(blank=True, max_length=200)),
+                ("taken_from_renewed_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.CreateModel(
-            name='WatchOutage',
+            name="WatchOutage",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('down_since', models.DateTimeField(blank=True, null=True)),
-                ('announced_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("down_since", models.DateTimeField(blank=True, null=True)),
+                ("announced_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.AddField(
-            model_name='watcherstatus',
-            name='record_failures',
+            model_name="watcherstatus",
+            name="record_failures",
             field=models.PositiveIntegerField(default=0),
         ),
     ]
