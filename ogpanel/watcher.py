@@ -323,7 +323,8 @@ class Watcher:
         ]
         for thread in threads:
             thread.start()
-        leading, next_poll, next_check = False, time.monotonic(), 0.0
+        # The opposite of the role taken, so that the first turn says which it is.
+        leading, next_poll, next_check = not self.leading, time.monotonic(), 0.0
         try:
             while not stop.is_set():
                 self._progress = time.monotonic()
