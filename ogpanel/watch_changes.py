@@ -44,7 +44,7 @@ def _trips_and_resets(subaccount: int, group: OrderGroup, was_triggered: bool, h
     """The trips and resets from the recorded state to the listed one: the stream's, then what is left."""
     replayed, state = [], was_triggered
     for kind in heard:
-        if kind == "triggered" and not state or kind == "reset" and state:
+        if (kind == "triggered" and not state) or (kind == "reset" and state):
             replayed.append(kind)
             state = not state
     if state != group.triggered:  # the rest happened after the updates heard so far (or they were lost)

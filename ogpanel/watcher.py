@@ -42,14 +42,23 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
 
-from ogpanel import alerts, approvals, audit, breaches, checkpoints, metrics, notices, selectors
-from ogpanel import watch_lease, watch_outage
+from ogpanel import (
+    alerts,
+    approvals,
+    breaches,
+    checkpoints,
+    metrics,
+    notices,
+    selectors,
+    watch_lease,
+    watch_outage,
+    watch_reads,
+)
 from ogpanel.audit import Actor
 from ogpanel.kalshi import OrderGroupUpdate
-from ogpanel.models import AuditEvent, Credential, ObservedGroup, Subaccount, TripAlert, WatcherHeartbeat, WatcherStatus
-from ogpanel.watch_changes import AlreadyRecorded, Change, changes_between, move, panel_made
+from ogpanel.models import AuditEvent, Credential, ObservedGroup, Subaccount, WatcherHeartbeat, WatcherStatus
+from ogpanel.watch_changes import Change, changes_between, panel_made
 from ogpanel.watch_health import stale_after
 from ogpanel.watch_stream import Follower, version
 
@@ -134,7 +143,7 @@ class Watcher:
             except Exception as exc:
                 # Whatever it is (a bug, the database), it costs this subaccount alone its round; its
                 # recorded state is where the last whole change left it, so the next read takes up from there.
-                _record_failure(sub, exc)
+                watch_reads.record_failure(sub, exc)
                 continue
             if listing.ok:
                 try:
@@ -149,7 +158,7 @@ class Watcher:
         status = WatcherStatus.objects.filter(subaccount=sub.number).first()
         if not listing.ok:
             error = f"{listing.error_kind}: {listing.error}"
-            if status is None or status.last_error != error or _recovered(status):
+            if status is None or status.last_error != error or watch_reads.recovered(status):
                 logger.warning("trip watch: subaccount %s could not be read: %s", sub.number, error)
             WatcherStatus.objects.update_or_create(
                 subaccount=sub.number, defaults={"last_error": error, "last_error_at": listing.fetched_at}
@@ -161,63 +170,14 @@ class Watcher:
         if status is None or status.last_success_at is None or status.credential_id != sub.credential_id:
             self._baseline(sub, listing, read_at)
             return
-        if status.last_error_at and not _recovered(status):
+        if status.last_error_at and not watch_reads.recovered(status):
             logger.info("trip watch: subaccount %s can be read again", sub.number)
         self._compare(sub, listing, read_at, via)
         WatcherStatus.objects.filter(subaccount=sub.number).update(last_success_at=listing.fetched_at)
 
     def _baseline(self, sub: Subaccount, listing: selectors.Listing, read_at: datetime) -> None:
-        triggered = [group.id for group in listing.groups if group.triggered]
-
-        def within(event: AuditEvent) -> None:
-            done = WatcherStatus.objects.filter(
-                subaccount=sub.number, credential_id=sub.credential_id, last_success_at__isnull=False
-            )
-            if done.exists():
-                raise AlreadyRecorded
-            ObservedGroup.objects.filter(subaccount=sub.number).delete()
-            ObservedGroup.objects.bulk_create(
-                ObservedGroup(
-                    subaccount=sub.number,
-                    order_group_id=group.id,
-                    contracts_limit=group.contracts_limit,
-                    triggered=group.triggered,
-                    first_seen=read_at,
-                    last_seen=read_at,
-                )
-                for group in listing.groups
-            )
-            WatcherStatus.objects.update_or_create(
-                subaccount=sub.number,
-                defaults={"credential_id": sub.credential_id, "last_success_at": listing.fetched_at},
-            )
-
-        params = {
-            "observed_at": listing.fetched_at.isoformat(),
-            "groups": len(listing.groups),
-            "triggered_count": len(triggered),
-            "triggered": triggered[:BASELINE_IDS_KEPT],
-        }
-        try:
-            audit.append(
-                EXCHANGE,
-                action="exchange_baseline",
-                outcome=Outcome.OBSERVED,
-                subaccount=sub.number,
-                environment=sub.credential.environment,
-                api_key_id=sub.credential.key_id,
-                params=params,
-                within=within,
-            )
-        except AlreadyRecorded:
-            return
-        self._take_heard(sub.credential_id, read_at, {group.id for group in listing.groups})
-        logger.info(
-            "trip watch: baseline of subaccount %s: %s groups, %s triggered",
-            sub.number,
-            len(listing.groups),
-            len(triggered),
-        )
+        if watch_reads.baseline(sub, listing, read_at):
+            self._take_heard(sub.credential_id, read_at, {group.id for group in listing.groups})
 
     def _compare(self, sub: Subaccount, listing: selectors.Listing, read_at: datetime, via: str) -> None:
         known = {row.order_group_id: row for row in ObservedGroup.objects.filter(subaccount=sub.number)}
@@ -236,9 +196,9 @@ class Watcher:
                 continue
             for change, by_panel in zip(changes, verdicts, strict=True):
                 if by_panel:
-                    _record_quietly(change, read_at)
+                    watch_reads.record_quietly(change, read_at)
                 else:
-                    self._report(sub, change, listing.fetched_at, read_at, via)
+                    watch_reads.report(sub, change, listing.fetched_at, read_at, via)
         ObservedGroup.objects.filter(subaccount=sub.number).update(last_seen=read_at)
 
     def _take_heard(self, credential_pk: int, read_at: datetime, group_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -263,50 +223,6 @@ class Watcher:
             self._heard[(credential_pk, group_id)] = [(at, kind) for kind in kinds] + self._heard.get(
                 (credential_pk, group_id), []
             )
-
-    def _report(self, sub: Subaccount, change: Change, observed_at: datetime, read_at: datetime, via: str) -> None:
-        """Append the change as the exchange's, with the new state (and a trip's alert) in the same transaction."""
-
-        def within(event: AuditEvent) -> None:
-            move(change, read_at)
-            if change.kind == "triggered":
-                TripAlert.objects.create(
-                    event=event,
-                    subaccount=change.subaccount,
-                    order_group_id=change.order_group_id,
-                    contracts_limit=change.contracts_limit,
-                    observed_at=observed_at,
-                    next_attempt_at=event.at,
-                )
-
-        params: dict[str, Any] = {
-            "observed_at": observed_at.isoformat(),
-            "via": via,
-            "contracts_limit": change.contracts_limit,
-        }
-        if change.kind == "limit_updated":
-            params["previous_limit"] = change.previous_limit
-        try:
-            audit.append(
-                EXCHANGE,
-                action=change.action,
-                outcome=Outcome.OBSERVED,
-                subaccount=change.subaccount,
-                order_group_id=change.order_group_id,
-                environment=sub.credential.environment,
-                api_key_id=sub.credential.key_id,
-                params=params,
-                within=within,
-            )
-        except AlreadyRecorded:
-            return
-        log = logger.warning if change.kind == "triggered" else logger.info
-        log(
-            "trip watch: order group %s on subaccount %s %s at the exchange",
-            change.order_group_id,
-            change.subaccount,
-            change.kind.replace("_", " "),
-        )
 
     # --- the loop, the lease and the streams ----------------------------------------------------------
 
@@ -493,43 +409,6 @@ def forget_observations() -> None:
     with transaction.atomic():
         ObservedGroup.objects.all().delete()
         WatcherStatus.objects.all().delete()
-
-
-def _recovered(status: WatcherStatus) -> bool:
-    """The last read succeeded (or nothing failed yet)."""
-    return status.last_error_at is None or (
-        status.last_success_at is not None and status.last_success_at >= status.last_error_at
-    )
-
-
-def _record_quietly(change: Change, read_at: datetime) -> None:
-    """The panel made this change and audited it already: only the state moves."""
-    try:
-        with transaction.atomic():
-            move(change, read_at)
-    except AlreadyRecorded:
-        pass
-
-
-def _record_failure(sub: Subaccount, exc: Exception) -> None:
-    """Log, count and show an unexpected error recording one subaccount; never raises itself."""
-    logger.error(
-        "trip watch: recording subaccount %s failed; it alone loses this round and is read again next time",
-        sub.number,
-        exc_info=exc,
-    )
-    metrics.poll_failed(sub.number)
-    # The type only: an exception's text may carry anything, and the status line is shown to every viewer.
-    error, now = f"Recording failed: {type(exc).__name__}", _now()
-    try:
-        counted = WatcherStatus.objects.filter(subaccount=sub.number).update(
-            record_failures=F("record_failures") + 1, last_error=error, last_error_at=now
-        )
-        if not counted:
-            WatcherStatus.objects.create(subaccount=sub.number, record_failures=1, last_error=error, last_error_at=now)
-    except DatabaseError:
-        logger.exception("trip watch: could not record the failure of subaccount %s either", sub.number)
-        connection.close()
 
 
 def _quietly(work: Any, what: str) -> None:

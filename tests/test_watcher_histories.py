@@ -15,7 +15,11 @@ from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent, Notice, TripAlert, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_health import stale_after, watch_health
 from ogpanel.watcher import Watcher
-from tests.test_watcher import exchange_events, receiver, running, stream_connected, trip, wait_until  # noqa: F401
+from tests.test_watcher import Receiver, Running, exchange_events, stream_connected, trip, wait_until
+
+# Fixtures, asked for by name (request.getfixturevalue) where a test also needs their type.
+from tests.test_watcher import receiver as receiver
+from tests.test_watcher import running as running
 
 BOT_KEY = "bot-key"
 
@@ -152,7 +156,9 @@ def test_a_group_created_and_deleted_between_two_reads_leaves_nothing_to_report(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_stream_catches_a_reset_and_a_new_trip_between_two_polls(sim, subaccounts, bot, receiver, running):
+def test_the_stream_catches_a_reset_and_a_new_trip_between_two_polls(sim, subaccounts, bot, request):
+    receiver: Receiver = request.getfixturevalue("receiver")
+    running: Callable[[Watcher], Running] = request.getfixturevalue("running")
     group_id = bot.create_order_group(5, subaccount=2).order_group_id
     trip(sim, 2, group_id)
     # An hour between polls: only what the stream heard can show the reset in between.
@@ -227,7 +233,8 @@ def test_a_policy_check_that_raises_stays_local_too(sim, subaccounts, bot, monke
 
 
 @pytest.mark.django_db
-def test_a_watcher_that_stops_beating_gives_one_down_and_one_recovered_alert(sim, subaccounts, receiver, settings):
+def test_a_watcher_that_stops_beating_gives_one_down_and_one_recovered_alert(sim, subaccounts, request, settings):
+    receiver: Receiver = request.getfixturevalue("receiver")
     settings.OGPANEL_WATCH_DOWN_SECONDS = 30
     watch = Watcher(interval=5, websocket=False)
     watch.poll_once()
@@ -241,7 +248,7 @@ def test_a_watcher_that_stops_beating_gives_one_down_and_one_recovered_alert(sim
     notices.deliver_due(now=later + timedelta(seconds=6))
 
     assert checks == ["trip_watch_down", None, None, None]
-    [down] = [body for body in receiver.delivered]
+    [down] = receiver.delivered
     assert down["event"] == "trip_watch_down" and down["down_since"] == beat.isoformat()
     assert Notice.objects.get().title == f"Trip watch is down since {beat:%Y-%m-%d %H:%M:%S} UTC"
 

@@ -80,6 +80,7 @@ def test_a_standby_leads_within_two_intervals_of_a_sigkill_and_a_trip_then_is_re
 
         wait_for(lambda: lease(db)[0] == second.holder, what="the standby to lead")
         holder, since, taken_from, taken_from_renewed_at = lease(db)
+        assert holder == second.holder
         assert taken_from == first.holder
         handover = datetime.fromisoformat(since) - datetime.fromisoformat(taken_from_renewed_at)
         assert handover.total_seconds() <= 2 * INTERVAL, handover
