@@ -145,7 +145,11 @@ def panel_made(change: Change, since: datetime | None, now: datetime) -> bool | 
         outcome, finished = results.get(seq, (None, None))
         if outcome is None:
             under_way = under_way or at >= now - PANEL_CALL_GRACE
-        elif outcome == Outcome.SUCCEEDED and change.kind != "created" and (since is None or finished >= since):
+        elif (
+            outcome == Outcome.SUCCEEDED
+            and change.kind != "created"
+            and (since is None or finished is None or finished >= since)
+        ):
             made = True
     if made:
         return True

@@ -110,7 +110,7 @@ def watch_health(*, now: datetime | None = None) -> WatchHealth:
     undelivered = TripAlert.objects.filter(delivered_at=None).count()
     if beat is None:
         return WatchHealth("not running", None, None, {}, subaccounts, undelivered)
-    age = _age(beat.beat_at, now)
+    age = max(0, round((now - beat.beat_at).total_seconds()))
     if beat.stopped_at is not None:
         state = "not running"
     elif age > stale_after(beat.interval_seconds):

@@ -29,7 +29,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         # The exception text can name hosts and users; the probe only needs to know it failed.
         logger.error("health check: database unavailable (%s)", type(exc).__name__)
         return JsonResponse({"status": "error", "database": "unavailable"}, status=503)
-    answer = {"status": "ok", "database": "ok"}
+    answer: dict[str, object] = {"status": "ok", "database": "ok"}
     try:
         watch = watch_health()
     except DatabaseError as exc:
