@@ -15,7 +15,7 @@ from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent, Notice, TripAlert, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_health import stale_after, watch_health
 from ogpanel.watcher import Watcher
-from tests.test_watcher import Receiver, Running, exchange_events, stream_connected, trip, wait_until
+from tests.test_watcher import Receiver, Running, exchange_events, list_calls, stream_connected, trip, wait_until
 
 # Fixtures, asked for by name (request.getfixturevalue) where a test also needs their type.
 from tests.test_watcher import receiver as receiver
@@ -310,3 +310,28 @@ def test_the_probe_command_exits_non_zero_when_stale(sim, subaccounts):
     with pytest.raises(SystemExit) as stopped:
         call_command("watch_order_groups", "--probe")
     assert stopped.value.code == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_leader_that_stops_beating_is_announced_once_by_the_watchers_and_once_recovered(
+    sim, subaccounts, request, settings
+):
+    receiver: Receiver = request.getfixturevalue("receiver")
+    running: Callable[[Watcher], Running] = request.getfixturevalue("running")
+    settings.OGPANEL_WATCH_DOWN_SECONDS = 1
+    leader = running(Watcher(interval=0.2, websocket=False))
+    wait_until(lambda: leader.watcher.leading and list_calls(sim) >= 8, "the first watcher to lead and beat")
+    standby = running(Watcher(interval=0.2, websocket=False))
+    real_beat = leader.watcher.beat
+    leader.watcher.beat = lambda **kwargs: None  # type: ignore[method-assign]  # alive, polling, but silent
+
+    wait_until(lambda: len(receiver.delivered) == 1, "the down alert")
+    leader.watcher.beat = real_beat  # type: ignore[method-assign]
+    wait_until(lambda: len(receiver.delivered) == 2, "the recovered alert")
+    assert not standby.watcher.leading
+    leader.stop()
+    standby.stop()
+
+    assert [body["event"] for body in receiver.delivered] == ["trip_watch_down", "trip_watch_recovered"]
+    assert len(receiver.posts) == 2
+    assert AuditEvent.objects.filter(action__startswith="trip_watch_").count() == 2
