@@ -5,12 +5,13 @@ from the simulator's control API (the exchange's matching). Polls are driven one
 """
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ogpanel import notices, watch_outage, watcher
+from ogpanel import notices, watch_lease, watch_outage, watcher
 from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent, Notice, TripAlert, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_health import stale_after, watch_health
@@ -335,3 +336,46 @@ def test_a_running_leader_that_stops_beating_is_announced_once_by_the_watchers_a
     assert [body["event"] for body in receiver.delivered] == ["trip_watch_down", "trip_watch_recovered"]
     assert len(receiver.posts) == 2
     assert AuditEvent.objects.filter(action__startswith="trip_watch_").count() == 2
+
+
+# --- the lease ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_lease_is_renewed_by_its_holder_and_taken_only_once_it_lapsed():
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert watch_lease.hold("a", 5, now=start)
+    assert not watch_lease.hold("b", 5, now=start + timedelta(seconds=4))
+    assert watch_lease.hold("a", 5, now=start + timedelta(seconds=4))  # renewed: good until 9 s
+    assert not watch_lease.hold("b", 5, now=start + timedelta(seconds=8))
+    assert watch_lease.hold("b", 5, now=start + timedelta(seconds=10))
+    lease = watch_lease.leader()
+    assert lease is not None
+    assert (lease.holder, lease.taken_from, lease.taken_from_renewed_at) == ("b", "a", start + timedelta(seconds=4))
+    assert not watch_lease.hold("a", 5, now=start + timedelta(seconds=11))  # the old leader is a standby now
+
+    watch_lease.release("b")
+    assert watch_lease.hold("a", 5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_leader_gives_the_lease_up_and_the_standby_takes_over(sim, subaccounts, request, settings, monkeypatch):
+    running: Callable[[Watcher], Running] = request.getfixturevalue("running")
+    settings.OGPANEL_CONNECT_TIMEOUT = settings.OGPANEL_READ_TIMEOUT = 0.3
+    leader = running(Watcher(interval=0.2, websocket=False))
+    wait_until(lambda: leader.watcher.leading and list_calls(sim) >= 4, "the first watcher to lead")
+    standby = running(Watcher(interval=0.2, websocket=False))
+    unstuck = threading.Event()
+    real_poll = Watcher.poll_once
+
+    def stuck_for_the_leader(self: Watcher) -> None:
+        if self is leader.watcher:
+            unstuck.wait(30)  # a loop that no longer comes round, as if a call never returned
+        real_poll(self)
+
+    monkeypatch.setattr(Watcher, "poll_once", stuck_for_the_leader)
+    wait_until(lambda: standby.watcher.leading, "the standby to lead")
+    assert not leader.watcher.leading
+    unstuck.set()
+    standby.stop()
+    leader.stop()
