@@ -23,9 +23,10 @@ an outage that lasts OGPANEL_WATCH_DOWN_SECONDS (watch_outage.py). An unexpected
 recording one subaccount costs that subaccount alone its round: logged with its traceback,
 counted on its status line (record_failures) and in /healthz.
 
-Which changes the panel made (watch_changes.panel_made): one its own audit log shows succeeding (trigger, reset, delete,
-update_limit, create) after the last read that still showed the old state. While such a panel
-call is still under way the group is left alone and decided at the next poll. A trip caused by
+Which changes the panel made (watch_changes.panel_made): one its own audit log shows succeeding
+(trigger, reset, delete, update_limit, create) after the last read that still showed the old
+state. While such a panel call is still under way the group is left alone and decided at the
+next poll. A trip caused by
 the panel lowering a limit below the current volume is the exchange's trigger and is reported.
 
 The first successful read of a subaccount (or after it is mapped to another credential) is a
@@ -36,9 +37,8 @@ because when those trips happened is unknown.
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -55,18 +55,14 @@ from ogpanel import (
     watch_outage,
     watch_reads,
 )
-from ogpanel.audit import Actor
 from ogpanel.kalshi import OrderGroupUpdate
-from ogpanel.models import AuditEvent, Credential, ObservedGroup, Subaccount, WatcherHeartbeat, WatcherStatus
+from ogpanel.models import Credential, ObservedGroup, Subaccount, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_changes import Change, changes_between, panel_made
 from ogpanel.watch_health import stale_after
 from ogpanel.watch_stream import Follower, version
 
 logger = logging.getLogger(__name__)
 
-EXCHANGE = Actor.system("exchange")
-Outcome = AuditEvent.Outcome
-BASELINE_IDS_KEPT = 100  # triggered group ids listed in a baseline event; the count is always exact
 # At most this often a fresh read for the stream, however chatty it is: a kill switch publishes a burst.
 STREAM_WAKE_GAP = 0.5
 STOP_CHECK_SECONDS = 0.25
@@ -411,7 +407,7 @@ def forget_observations() -> None:
         WatcherStatus.objects.all().delete()
 
 
-def _quietly(work: Any, what: str) -> None:
+def _quietly(work: Callable[[], object], what: str) -> None:
     try:
         work()
     except Exception:
