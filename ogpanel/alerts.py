@@ -10,6 +10,7 @@ sends only what is still undelivered.
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import requests
 from django.conf import settings
@@ -88,7 +89,19 @@ def _trip(alert: TripAlert) -> Trip:
     )
 
 
-def _webhook(trip: Trip) -> None:
+class Message(Protocol):
+    """What the channels send: a trip, or a notice (notices.py)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def as_json(self) -> dict: ...
+
+
+def _webhook(trip: Message) -> None:
     body = {"text": trip.text} if settings.OGPANEL_ALERT_WEBHOOK_FORMAT == "slack" else trip.as_json()
     # No redirects: the URL is often a secret (Slack's is) and must be the only place the alert goes.
     response = requests.post(
@@ -98,7 +111,7 @@ def _webhook(trip: Trip) -> None:
         raise DeliveryError(f"webhook answered HTTP {response.status_code}")
 
 
-def _email(trip: Trip) -> None:
+def _email(trip: Message) -> None:
     EmailMessage(f"[ogpanel] {trip.title}", trip.text, to=settings.OGPANEL_ALERT_EMAILS).send()
 
 

@@ -146,7 +146,7 @@ class SecondFactorMiddleware:
     required to, but once enrolled they verify like everyone else.
     """
 
-    EXEMPT = frozenset({"login", "logout", "otp_setup", "otp_verify", "healthz"})
+    EXEMPT = frozenset({"login", "logout", "otp_setup", "otp_verify", "healthz", "healthz_watcher"})
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -187,6 +187,8 @@ class WatcherStatus(models.Model):
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Unexpected errors while recording this subaccount's listing (a bug, not the exchange): each cost it a round.
+    record_failures = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "watcher statuses"
@@ -210,6 +212,40 @@ class WatcherHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"watcher on {self.host}"
+
+
+class WatchLease(models.Model):
+    """Which watcher process leads (polls, records, sends alerts): one row; the others stand by.
+
+    The holder renews `until` while its loop makes progress; a lapsed lease may be taken by any
+    standby, which notes whom it took it from and when that one last renewed (watch_lease.py).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    holder = models.CharField(max_length=200)
+    since = models.DateTimeField()  # when the holder took the lease
+    renewed_at = models.DateTimeField()
+    until = models.DateTimeField()
+    taken_from = models.CharField(max_length=200, blank=True)
+    taken_from_renewed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"trip watch led by {self.holder}"
+
+
+class WatchOutage(models.Model):
+    """Whether the trip watch is down as far as anyone has announced (watch_outage.py): one row.
+
+    A process announces "down" or "recovered" only by moving this row in the transaction of the
+    announcement's audit event, so however many processes check, each is announced once.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    down_since = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "trip watch down" if self.down_since else "trip watch up"
 
 
 class TripAlert(models.Model):

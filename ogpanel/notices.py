@@ -8,6 +8,7 @@ and never raises.
 """
 
 import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,7 +52,7 @@ def _claim(notice: Notice, now: datetime) -> bool:
     return claimed.update(next_attempt_at=now + timedelta(seconds=alerts.CLAIM_SECONDS)) == 1
 
 
-def _send(channel: str, send, message: _Message) -> str:
+def _send(channel: str, send: Callable[[_Message], None], message: _Message) -> str:
     try:
         send(message)
     except Exception as exc:  # anything a channel raises is that channel's failure, never the caller's
@@ -87,8 +88,10 @@ def deliver(notice: Notice, now: datetime) -> bool:
     return not errors
 
 
-def deliver_due(*, now: datetime | None = None, limit: int = 100) -> int:
-    """Send every notice whose time has come; returns how many were fully delivered."""
+def deliver_due(*, now: datetime | None = None, limit: int = 100, kinds: Collection[str] | None = None) -> int:
+    """Send every notice whose time has come (of these `kinds` only, if given); returns how many were delivered."""
     now = now or datetime.now(UTC)
-    due = Notice.objects.filter(delivered_at=None, next_attempt_at__lte=now).order_by("next_attempt_at")[:limit]
-    return sum(deliver(notice, now) for notice in list(due) if _claim(notice, now))
+    due = Notice.objects.filter(delivered_at=None, next_attempt_at__lte=now)
+    if kinds is not None:
+        due = due.filter(kind__in=kinds)
+    return sum(deliver(notice, now) for notice in list(due.order_by("next_attempt_at")[:limit]) if _claim(notice, now))

@@ -222,7 +222,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Security headers. TLS terminates in front of the panel (see README); these assume it does.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP from inside
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/watcher)?$"]  # container health checks speak plain HTTP from inside
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("OGPANEL_BEHIND_PROXY", False) else None
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
@@ -300,6 +300,9 @@ OGPANEL_TRUSTED_PROXIES = env_int("OGPANEL_TRUSTED_PROXIES", 0, minimum=0, maxim
 OGPANEL_WATCH_SECONDS = env_float("OGPANEL_WATCH_SECONDS", 5.0, minimum=0.5)
 # Follow the exchange's order_group_updates WebSocket channel (polling continues either way).
 OGPANEL_WATCH_WEBSOCKET = env_bool("OGPANEL_WATCH_WEBSOCKET", True)
+# The trip watch counts as down (one "trip watch is down" alert, one "recovered" when it is back) when no
+# watcher has beaten, or every subaccount read has failed, for this many seconds.
+OGPANEL_WATCH_DOWN_SECONDS = env_float("OGPANEL_WATCH_DOWN_SECONDS", 60.0, minimum=1.0)
 # Trip alerts: a webhook (JSON POST; "slack" sends {"text": ...}) and email to these addresses.
 OGPANEL_ALERT_WEBHOOK_URL = env_str("OGPANEL_ALERT_WEBHOOK_URL")
 OGPANEL_ALERT_WEBHOOK_FORMAT = env_str("OGPANEL_ALERT_WEBHOOK_FORMAT", "json")

@@ -45,6 +45,7 @@ urlpatterns = [
     path("admin/login/", accounts.admin_login),
     path("admin/logout/", accounts.logout),
     path("healthz", health.healthz, name="healthz"),
+    path("healthz/watcher", health.watcher, name="healthz_watcher"),
     path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -29,6 +29,7 @@ class SubaccountWatch:
     last_error_at: datetime | None
     error: str
     age_seconds: int | None  # since the last successful read
+    record_failures: int = 0  # unexpected errors recording its listings, each of which cost it a round
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,7 @@ class WatchHealth:
                 str(number): {
                     "ok": watch.ok,
                     "last_success_at": watch.last_success_at.isoformat() if watch.last_success_at else None,
+                    "record_failures": watch.record_failures,
                 }
                 for number, watch in self.subaccounts.items()
             },
@@ -101,13 +103,14 @@ def watch_health(*, now: datetime | None = None) -> WatchHealth:
             status.last_error_at,
             status.last_error,
             _age(status.last_success_at, now),
+            status.record_failures,
         )
         for status in WatcherStatus.objects.all()
     }
     undelivered = TripAlert.objects.filter(delivered_at=None).count()
     if beat is None:
         return WatchHealth("not running", None, None, {}, subaccounts, undelivered)
-    age = _age(beat.beat_at, now)
+    age = max(0, round((now - beat.beat_at).total_seconds()))
     if beat.stopped_at is not None:
         state = "not running"
     elif age > stale_after(beat.interval_seconds):

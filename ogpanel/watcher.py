@@ -11,13 +11,22 @@ TripAlert in that transaction; the watcher's alert thread sends it (alerts.deliv
 so a slow webhook never holds up the polls.
 
 Where the exchange's WebSocket is available, a thread per credential follows
-order_group_updates. An update, a reconnect or a gap only makes the watcher read the affected
-subaccounts again, fresh: the diff stays the single source of events, and polling stays the
-safety net for anything missed while disconnected.
+order_group_updates (watch_stream.py). An update, a reconnect or a gap makes the watcher read
+the affected subaccounts again, fresh: the listing stays the source of events, and polling the
+safety net for anything missed while disconnected. The kinds of the updates heard before a read
+fill in what a difference cannot show: a group reset and tripped again between two reads
+(watch_changes.py).
 
-Which changes the panel made: one its own audit log shows succeeding (trigger, reset, delete,
-update_limit, create) after the last read that still showed the old state. While such a panel
-call is still under way the group is left alone and decided at the next poll. A trip caused by
+Two or more watchers may run: the one holding the lease (watch_lease.py) polls, records and
+sends; the others stand by, take over within two intervals when it dies or hangs, and announce
+an outage that lasts OGPANEL_WATCH_DOWN_SECONDS (watch_outage.py). An unexpected error while
+recording one subaccount costs that subaccount alone its round: logged with its traceback,
+counted on its status line (record_failures) and in /healthz.
+
+Which changes the panel made (watch_changes.panel_made): one its own audit log shows succeeding
+(trigger, reset, delete, update_limit, create) after the last read that still showed the old
+state. While such a panel call is still under way the group is left alone and decided at the
+next poll. A trip caused by
 the panel lowering a limit below the current volume is the exchange's trigger and is reported.
 
 The first successful read of a subaccount (or after it is mapped to another credential) is a
@@ -26,180 +35,79 @@ because when those trips happened is unknown.
 """
 
 import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from ogpanel import alerts, audit, exchange, selectors
-from ogpanel.audit import Actor
-from ogpanel.kalshi import KalshiError, OrderGroup, OrderGroupStream, StreamGap
-from ogpanel.models import AuditEvent, Credential, ObservedGroup, Subaccount, TripAlert, WatcherHeartbeat, WatcherStatus
+from ogpanel import (
+    alerts,
+    approvals,
+    breaches,
+    checkpoints,
+    metrics,
+    notices,
+    selectors,
+    watch_lease,
+    watch_outage,
+    watch_reads,
+)
+from ogpanel.kalshi import OrderGroupUpdate
+from ogpanel.models import Credential, ObservedGroup, Subaccount, WatcherHeartbeat, WatcherStatus
+from ogpanel.watch_changes import Change, changes_between, panel_made
+from ogpanel.watch_health import stale_after
+from ogpanel.watch_stream import Follower, version
 
 logger = logging.getLogger(__name__)
 
-EXCHANGE = Actor.system("exchange")
-Outcome = AuditEvent.Outcome
-# The panel's own audit action for each kind of change.
-PANEL_ACTIONS = {
-    "created": "create",
-    "triggered": "trigger",
-    "reset": "reset",
-    "deleted": "delete",
-    "limit_updated": "update_limit",
-}
-# A panel call whose attempt has had no result for this long died with its process ("outcome unknown").
-PANEL_CALL_GRACE = timedelta(seconds=120)
-BASELINE_IDS_KEPT = 100  # triggered group ids listed in a baseline event; the count is always exact
-STREAM_BACKOFF_FIRST, STREAM_BACKOFF_MAX = 1.0, 60.0
-STREAM_READ_SLICE = 0.5  # how long a stream thread blocks before checking whether it should stop
 # At most this often a fresh read for the stream, however chatty it is: a kill switch publishes a burst.
 STREAM_WAKE_GAP = 0.5
 STOP_CHECK_SECONDS = 0.25
 ALERT_CHECK_SECONDS = 1.0  # retries come due between polls too
+OUTAGE_CHECK_SECONDS = 1.0
+HEARD_KEPT = timedelta(minutes=10)  # a stream update no read of its subaccount used by then is dropped
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class Change:
-    kind: str  # created, triggered, reset, deleted, limit_updated
-    subaccount: int
-    order_group_id: str
-    contracts_limit: int | None  # the group's limit now (for deleted: the last one known)
-    previous_limit: int | None = None
-
-    @property
-    def action(self) -> str:
-        return f"exchange_{self.kind}"
+def lease_period(interval: float) -> float:
+    """How often a watcher renews (or tries to take) the lease: a quarter interval, within reason."""
+    return min(max(interval / 4, 0.1), 2.0)
 
 
-def changes_between(subaccount: int, known: dict[str, ObservedGroup], groups: Collection[OrderGroup]) -> list[Change]:
-    """What differs between the recorded state and a listing, group by group, in the order it happened."""
-    changes = []
-    for group in groups:
-        before = known.get(group.id)
-        if before is None:
-            changes.append(Change("created", subaccount, group.id, group.contracts_limit))
-            if group.triggered:  # groups are created active: it tripped before we saw it
-                changes.append(Change("triggered", subaccount, group.id, group.contracts_limit))
-            continue
-        if group.contracts_limit != before.contracts_limit:
-            # First: a lower limit can trigger the group, never the other way round.
-            changes.append(Change("limit_updated", subaccount, group.id, group.contracts_limit, before.contracts_limit))
-        if group.triggered != before.triggered:
-            changes.append(
-                Change("triggered" if group.triggered else "reset", subaccount, group.id, group.contracts_limit)
-            )
-    listed = {group.id for group in groups}
-    changes += [
-        Change("deleted", subaccount, group_id, before.contracts_limit)
-        for group_id, before in known.items()
-        if group_id not in listed
-    ]
-    return changes
-
-
-class _AlreadyRecorded(Exception):
-    """The stored state already shows this change (another watcher was first): roll back."""
-
-
-def _move(change: Change, read_at: datetime) -> None:
-    """Move the stored state by one change, or raise _AlreadyRecorded."""
-    rows = ObservedGroup.objects.filter(subaccount=change.subaccount, order_group_id=change.order_group_id)
-    if change.kind == "created":
-        if rows.exists():
-            raise _AlreadyRecorded
-        ObservedGroup.objects.create(
-            subaccount=change.subaccount,
-            order_group_id=change.order_group_id,
-            contracts_limit=change.contracts_limit,
-            triggered=False,
-            first_seen=read_at,
-            last_seen=read_at,
-        )
-        return
-    if change.kind == "deleted":
-        moved = rows.delete()[0]
-    elif change.kind == "limit_updated":
-        moved = rows.filter(contracts_limit=change.previous_limit).update(contracts_limit=change.contracts_limit)
-    else:
-        triggered = change.kind == "triggered"
-        moved = rows.filter(triggered=not triggered).update(triggered=triggered)
-    if not moved:
-        raise _AlreadyRecorded
-
-
-def panel_made(change: Change, since: datetime | None, now: datetime) -> bool | None:
-    """Did the panel make this change? None: a panel call that may have made it is still under way.
-
-    `since` is when the read that last showed the old state started: a panel call that
-    succeeded before then would already have shown in that read.
-    """
-    events = AuditEvent.objects.filter(action=PANEL_ACTIONS[change.kind], subaccount=change.subaccount)
-    if change.kind == "created":
-        # The panel learns a new group's id only from the exchange's answer: its result names it.
-        if events.filter(outcome=Outcome.SUCCEEDED, params__order_group_id=change.order_group_id).exists():
-            return True
-        attempts = events.filter(outcome=Outcome.ATTEMPTED, at__gte=now - PANEL_CALL_GRACE)
-    else:
-        attempts = events.filter(
-            outcome=Outcome.ATTEMPTED, order_group_id=change.order_group_id, at__gte=min(since, now) - PANEL_CALL_GRACE
-        )
-    began = dict(attempts.values_list("seq", "at"))
-    if not began:
-        return False
-    results = {
-        seq: (outcome, at)
-        for seq, outcome, at in AuditEvent.objects.filter(attempt_seq__in=began).values_list(
-            "attempt_seq", "outcome", "at"
-        )
-    }
-    under_way = made = False
-    for seq, at in began.items():
-        outcome, finished = results.get(seq, (None, None))
-        if outcome is None:
-            under_way = under_way or at >= now - PANEL_CALL_GRACE
-        elif outcome == Outcome.SUCCEEDED and change.kind != "created" and finished >= since:
-            made = True
-    if made:
-        return True
-    return None if under_way else False
-
-
-@dataclass
-class _StreamState:
-    state: str
-    since: datetime = field(default_factory=_now)
-    error: str = ""
-
-    def as_json(self) -> dict[str, str]:
-        return {"state": self.state, "since": self.since.isoformat(), "error": self.error}
+def lease_seconds(interval: float) -> float:
+    """How long a renewal holds: one interval (and three renewals), so a dead leader is replaced within two."""
+    return max(interval, 3 * lease_period(interval))
 
 
 class Watcher:
     """Polls every configured subaccount, follows the exchange's stream, records changes, sends alerts."""
 
     def __init__(self, *, interval: float | None = None, websocket: bool | None = None):
-        self.interval = settings.OGPANEL_WATCH_SECONDS if interval is None else interval
-        self.websocket = settings.OGPANEL_WATCH_WEBSOCKET if websocket is None else websocket
+        self.interval: float = settings.OGPANEL_WATCH_SECONDS if interval is None else interval
+        self.websocket: bool = settings.OGPANEL_WATCH_WEBSOCKET if websocket is None else websocket
         self.started_at = _now()
+        self.holder = watch_lease.holder_name()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._leading = threading.Event()
+        self._progress = time.monotonic()  # when the loop last came round: a leader stuck longer gives up
         self._urgent: set[int] = set()  # subaccounts the stream says to read again, fresh
         self._where: dict[str, int] = {}  # order group id -> subaccount, as last listed
         self._numbers_of: dict[int, set[int]] = {}  # credential pk -> its subaccounts
-        self._followers: dict[int, _Follower] = {}
+        # (credential pk, order group id) -> the kinds of the stream's updates, with when each was heard
+        self._heard: dict[tuple[int, str], list[tuple[datetime, str]]] = {}
+        self._followers: dict[int, Follower] = {}
         self._alerts_due = threading.Event()
+
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
 
     # --- polling ---------------------------------------------------------------------------------
 
@@ -224,11 +132,20 @@ class Watcher:
 
     def _observe_all(self, subaccounts: list[Subaccount], listings: list[selectors.Listing], *, via: str) -> None:
         for sub, listing in zip(subaccounts, listings, strict=True):
+            if not listing.ok:
+                metrics.poll_failed(sub.number)
             try:
                 self._observe(sub, listing, via)
-            except DatabaseError:
-                # One subaccount's bad moment must not cost the others theirs; its state is unchanged.
-                logger.exception("trip watch: could not record subaccount %s; it is read again next time", sub.number)
+            except Exception as exc:
+                # Whatever it is (a bug, the database), it costs this subaccount alone its round; its
+                # recorded state is where the last whole change left it, so the next read takes up from there.
+                watch_reads.record_failure(sub, exc)
+                continue
+            if listing.ok:
+                try:
+                    breaches.record_breaches(sub, listing)
+                except Exception:
+                    logger.exception("trip watch: could not check subaccount %s against its policy", sub.number)
         with self._lock:
             self._where.update((group.id, listing.subaccount) for listing in listings for group in listing.groups)
         self._alerts_due.set()
@@ -237,7 +154,7 @@ class Watcher:
         status = WatcherStatus.objects.filter(subaccount=sub.number).first()
         if not listing.ok:
             error = f"{listing.error_kind}: {listing.error}"
-            if status is None or status.last_error != error or _recovered(status):
+            if status is None or status.last_error != error or watch_reads.recovered(status):
                 logger.warning("trip watch: subaccount %s could not be read: %s", sub.number, error)
             WatcherStatus.objects.update_or_create(
                 subaccount=sub.number, defaults={"last_error": error, "last_error_at": listing.fetched_at}
@@ -249,67 +166,20 @@ class Watcher:
         if status is None or status.last_success_at is None or status.credential_id != sub.credential_id:
             self._baseline(sub, listing, read_at)
             return
-        if status.last_error_at and not _recovered(status):
+        if status.last_error_at and not watch_reads.recovered(status):
             logger.info("trip watch: subaccount %s can be read again", sub.number)
         self._compare(sub, listing, read_at, via)
         WatcherStatus.objects.filter(subaccount=sub.number).update(last_success_at=listing.fetched_at)
 
     def _baseline(self, sub: Subaccount, listing: selectors.Listing, read_at: datetime) -> None:
-        triggered = [group.id for group in listing.groups if group.triggered]
-
-        def within(event: AuditEvent) -> None:
-            done = WatcherStatus.objects.filter(
-                subaccount=sub.number, credential_id=sub.credential_id, last_success_at__isnull=False
-            )
-            if done.exists():
-                raise _AlreadyRecorded
-            ObservedGroup.objects.filter(subaccount=sub.number).delete()
-            ObservedGroup.objects.bulk_create(
-                ObservedGroup(
-                    subaccount=sub.number,
-                    order_group_id=group.id,
-                    contracts_limit=group.contracts_limit,
-                    triggered=group.triggered,
-                    first_seen=read_at,
-                    last_seen=read_at,
-                )
-                for group in listing.groups
-            )
-            WatcherStatus.objects.update_or_create(
-                subaccount=sub.number,
-                defaults={"credential_id": sub.credential_id, "last_success_at": listing.fetched_at},
-            )
-
-        params = {
-            "observed_at": listing.fetched_at.isoformat(),
-            "groups": len(listing.groups),
-            "triggered_count": len(triggered),
-            "triggered": triggered[:BASELINE_IDS_KEPT],
-        }
-        try:
-            audit.append(
-                EXCHANGE,
-                action="exchange_baseline",
-                outcome=Outcome.OBSERVED,
-                subaccount=sub.number,
-                environment=sub.credential.environment,
-                api_key_id=sub.credential.key_id,
-                params=params,
-                within=within,
-            )
-        except _AlreadyRecorded:
-            return
-        logger.info(
-            "trip watch: baseline of subaccount %s: %s groups, %s triggered",
-            sub.number,
-            len(listing.groups),
-            len(triggered),
-        )
+        if watch_reads.baseline(sub, listing, read_at):
+            self._take_heard(sub.credential_id, read_at, {group.id for group in listing.groups})
 
     def _compare(self, sub: Subaccount, listing: selectors.Listing, read_at: datetime, via: str) -> None:
         known = {row.order_group_id: row for row in ObservedGroup.objects.filter(subaccount=sub.number)}
+        heard = self._take_heard(sub.credential_id, read_at, known.keys() | {group.id for group in listing.groups})
         by_group: dict[str, list[Change]] = {}
-        for change in changes_between(sub.number, known, listing.groups):
+        for change in changes_between(sub.number, known, listing.groups, heard):
             by_group.setdefault(change.order_group_id, []).append(change)
         now = _now()
         for group_id, changes in by_group.items():
@@ -317,110 +187,162 @@ class Watcher:
             since = before.last_seen if before else None
             verdicts = [panel_made(change, since, now) for change in changes]
             if None in verdicts:
-                continue  # a panel call on this group is under way: decide at the next poll
+                # A panel call on this group is under way: decide at the next read, with what was heard.
+                self._hear_again(sub.credential_id, group_id, read_at, heard.get(group_id, ()))
+                continue
             for change, by_panel in zip(changes, verdicts, strict=True):
                 if by_panel:
-                    _record_quietly(change, read_at)
+                    watch_reads.record_quietly(change, read_at)
                 else:
-                    self._report(sub, change, listing.fetched_at, read_at, via)
+                    watch_reads.report(sub, change, listing.fetched_at, read_at, via)
         ObservedGroup.objects.filter(subaccount=sub.number).update(last_seen=read_at)
 
-    def _report(self, sub: Subaccount, change: Change, observed_at: datetime, read_at: datetime, via: str) -> None:
-        """Append the change as the exchange's, with the new state (and a trip's alert) in the same transaction."""
+    def _take_heard(self, credential_pk: int, read_at: datetime, group_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The kinds of the updates heard on these groups before the read began (so the read shows them)."""
+        taken: dict[str, list[str]] = {}
+        with self._lock:
+            for group_id in group_ids:
+                updates = self._heard.pop((credential_pk, group_id), [])
+                before = [kind for at, kind in updates if at <= read_at]
+                after = [(at, kind) for at, kind in updates if at > read_at]
+                if before:
+                    taken[group_id] = before
+                if after:
+                    self._heard[(credential_pk, group_id)] = after
+            old = read_at - HEARD_KEPT
+            for key in [key for key, updates in self._heard.items() if updates[-1][0] < old]:
+                del self._heard[key]
+        return taken
 
-        def within(event: AuditEvent) -> None:
-            _move(change, read_at)
-            if change.kind == "triggered":
-                TripAlert.objects.create(
-                    event=event,
-                    subaccount=change.subaccount,
-                    order_group_id=change.order_group_id,
-                    contracts_limit=change.contracts_limit,
-                    observed_at=observed_at,
-                    next_attempt_at=event.at,
-                )
-
-        params: dict[str, Any] = {
-            "observed_at": observed_at.isoformat(),
-            "via": via,
-            "contracts_limit": change.contracts_limit,
-        }
-        if change.kind == "limit_updated":
-            params["previous_limit"] = change.previous_limit
-        try:
-            audit.append(
-                EXCHANGE,
-                action=change.action,
-                outcome=Outcome.OBSERVED,
-                subaccount=change.subaccount,
-                order_group_id=change.order_group_id,
-                environment=sub.credential.environment,
-                api_key_id=sub.credential.key_id,
-                params=params,
-                within=within,
+    def _hear_again(self, credential_pk: int, group_id: str, at: datetime, kinds: Iterable[str]) -> None:
+        with self._lock:
+            self._heard[(credential_pk, group_id)] = [(at, kind) for kind in kinds] + self._heard.get(
+                (credential_pk, group_id), []
             )
-        except _AlreadyRecorded:
-            return
-        log = logger.warning if change.kind == "triggered" else logger.info
-        log(
-            "trip watch: order group %s on subaccount %s %s at the exchange",
-            change.order_group_id,
-            change.subaccount,
-            change.kind.replace("_", " "),
-        )
 
-    # --- the loop and the streams -------------------------------------------------------------------
+    # --- the loop, the lease and the streams ----------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Poll every interval, and sooner when a stream says so, until `stop` is set."""
+        """Lead (poll every interval, and sooner when a stream says so) or stand by, until `stop` is set."""
         self.started_at = _now()
-        next_poll = time.monotonic()
+        self._progress = time.monotonic()
+        self._try_lead()
         # Alerts go out from their own thread: a webhook that hangs must not hold up noticing the next trip.
-        sender = threading.Thread(target=self._send_alerts, args=(stop,), name="ogpanel-trip-alerts", daemon=True)
-        sender.start()
+        # The lease has its own too, so a long read does not let it lapse.
+        threads = [
+            threading.Thread(target=self._send_alerts, args=(stop,), name="ogpanel-trip-alerts", daemon=True),
+            threading.Thread(target=self._keep_lease, args=(stop,), name="ogpanel-watch-lease", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        # The opposite of the role taken, so that the first turn says which it is.
+        leading, next_poll, next_check = not self.leading, time.monotonic(), 0.0
         try:
             while not stop.is_set():
+                self._progress = time.monotonic()
+                if self.leading != leading:
+                    leading = self.leading
+                    next_poll = time.monotonic()
+                    self._changed_role(leading)
                 self._wake.clear()
-                with self._lock:
-                    urgent, self._urgent = self._urgent, set()
-                try:
-                    if urgent:
-                        self.poll_subaccounts(urgent)
-                    if time.monotonic() >= next_poll:
-                        self.poll_once()
-                        next_poll = time.monotonic() + self.interval
-                    # After the first poll, so a stream's catch-up read on connecting knows every subaccount.
-                    if self.websocket:
-                        self._follow_streams()
-                    self.beat()
-                except Exception:
-                    # The database went away, a bug, anything: log it and try again next time round.
-                    logger.exception("trip watch: poll failed; trying again in %s s", self.interval)
-                    connection.close()  # a broken connection is reopened on next use
-                    next_poll = time.monotonic() + self.interval
-                if urgent:
-                    stop.wait(STREAM_WAKE_GAP)
-                self._wait(stop, next_poll)
+                if leading:
+                    next_poll = self._round(stop, next_poll)
+                if time.monotonic() >= next_check:
+                    self._check_outage(leading)
+                    next_check = time.monotonic() + OUTAGE_CHECK_SECONDS
+                self._wait(stop, next_poll if leading else time.monotonic() + lease_period(self.interval))
         finally:
-            for follower in self._followers.values():
-                follower.stop()
+            self._stop_streams()
             self._alerts_due.set()
-            sender.join()
-            try:
+            for thread in threads:
+                thread.join()
+            self._step_down()
+            connection.close()
+
+    def _round(self, stop: threading.Event, next_poll: float) -> float:
+        """One turn of the leader's loop; returns when the next full poll is due."""
+        with self._lock:
+            urgent, self._urgent = self._urgent, set()
+        try:
+            if urgent:
+                self.poll_subaccounts(urgent)
+            if time.monotonic() >= next_poll:
+                began = time.monotonic()
+                self.poll_once()
+                metrics.poll_finished(time.monotonic() - began)
+                next_poll = time.monotonic() + self.interval
+                _quietly(checkpoints.write_if_due, "could not write an audit checkpoint")
+            # After the first poll, so a stream's catch-up read on connecting knows every subaccount.
+            if self.websocket:
+                self._follow_streams()
+            self.beat()
+        except Exception:
+            # The database went away, a bug, anything: log it and try again next time round.
+            logger.exception("trip watch: poll failed; trying again in %s s", self.interval)
+            connection.close()  # a broken connection is reopened on next use
+            next_poll = time.monotonic() + self.interval
+        if urgent:
+            stop.wait(STREAM_WAKE_GAP)
+        return next_poll
+
+    def _try_lead(self) -> None:
+        healthy = time.monotonic() - self._progress <= stale_after(self.interval)
+        try:
+            held = healthy and watch_lease.hold(self.holder, lease_seconds(self.interval))
+        except Exception:
+            logger.exception("trip watch: could not renew the lease")
+            connection.close()
+            held = False
+        if held != self.leading:
+            (self._leading.set if held else self._leading.clear)()
+            self._wake.set()
+
+    def _keep_lease(self, stop: threading.Event) -> None:
+        try:
+            while not stop.wait(lease_period(self.interval)):
+                self._try_lead()
+        finally:
+            connection.close()
+
+    def _changed_role(self, leading: bool) -> None:
+        if leading:
+            lease = watch_lease.leader()
+            taken_from = lease.taken_from if lease is not None and lease.holder == self.holder else ""
+            logger.warning(
+                "trip watch: %s leads%s", self.holder, f" (took over from {taken_from})" if taken_from else ""
+            )
+        else:
+            logger.warning("trip watch: %s stands by; another watcher leads", self.holder)
+            self._stop_streams()
+
+    def _step_down(self) -> None:
+        """On a clean stop: record it and hand the lease on at once (unless another watcher leads by now)."""
+        try:
+            lease = watch_lease.leader()
+            if lease is not None and lease.holder == self.holder:
                 self.beat(stopped=True)
-            except DatabaseError:
-                logger.exception("trip watch: could not record the stop")
+                watch_lease.release(self.holder)
+        except DatabaseError:
+            logger.exception("trip watch: could not record the stop")
+
+    def _check_outage(self, leading: bool) -> None:
+        """Any watcher notices an outage; a standby also sends that notice (the leader may be what is down)."""
+        try:
+            watch_outage.check()
+            if not leading:
+                notices.deliver_due(kinds=watch_outage.KINDS)
+        except Exception:
+            logger.exception("trip watch: could not check whether the trip watch is down")
             connection.close()
 
     def _send_alerts(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 self._alerts_due.clear()
-                try:
-                    alerts.deliver_due()
-                except Exception:
-                    logger.exception("trip watch: could not send alerts; trying again shortly")
-                    connection.close()
+                if self.leading:
+                    _quietly(alerts.deliver_due, "could not send trip alerts; trying again shortly")
+                    _quietly(approvals.expire_due, "could not expire requests; trying again shortly")
+                    _quietly(notices.deliver_due, "could not send notices; trying again shortly")
                 self._alerts_due.wait(ALERT_CHECK_SECONDS)
         finally:
             connection.close()
@@ -431,10 +353,13 @@ class Watcher:
             if left <= 0 or self._wake.wait(min(left, STOP_CHECK_SECONDS)):
                 return
 
-    def notice(self, credential_pk: int, order_group_id: str | None = None) -> None:
+    def notice(self, credential_pk: int, update: OrderGroupUpdate | None = None) -> None:
         """From a stream thread: something changed on this credential's subaccounts (or one group's)."""
         with self._lock:
-            where = self._where.get(order_group_id) if order_group_id else None
+            where = None
+            if update is not None:
+                self._heard.setdefault((credential_pk, update.order_group_id), []).append((_now(), update.event_type))
+                where = self._where.get(update.order_group_id)
             self._urgent |= {where} if where is not None else self._numbers_of.get(credential_pk, set())
         self._wake.set()
 
@@ -444,12 +369,17 @@ class Watcher:
         wanted = {credential.pk: credential for credential in in_use}
         for pk, follower in list(self._followers.items()):
             credential = wanted.get(pk)
-            if credential is None or follower.version != _version(credential):
+            if credential is None or follower.version != version(credential):
                 follower.stop()
                 del self._followers[pk]
         for pk, credential in wanted.items():
             if pk not in self._followers:
-                self._followers[pk] = _Follower(self, credential)
+                self._followers[pk] = Follower(self, credential)
+
+    def _stop_streams(self) -> None:
+        for follower in self._followers.values():
+            follower.stop()
+        self._followers = {}
 
     def stream_states(self) -> dict[str, dict[str, str]]:
         return {follower.label: follower.state.as_json() for follower in list(self._followers.values())}
@@ -460,7 +390,7 @@ class Watcher:
         WatcherHeartbeat.objects.update_or_create(
             pk=1,
             defaults={
-                "host": f"{socket.gethostname()}:{os.getpid()}"[:200],
+                "host": self.holder,
                 "interval_seconds": self.interval,
                 "started_at": self.started_at,
                 "beat_at": now,
@@ -477,79 +407,9 @@ def forget_observations() -> None:
         WatcherStatus.objects.all().delete()
 
 
-def _recovered(status: WatcherStatus) -> bool:
-    """The last read succeeded (or nothing failed yet)."""
-    return status.last_error_at is None or (
-        status.last_success_at is not None and status.last_success_at >= status.last_error_at
-    )
-
-
-def _record_quietly(change: Change, read_at: datetime) -> None:
-    """The panel made this change and audited it already: only the state moves."""
+def _quietly(work: Callable[[], object], what: str) -> None:
     try:
-        with transaction.atomic():
-            _move(change, read_at)
-    except _AlreadyRecorded:
-        pass
-
-
-def _version(credential: Credential) -> tuple[str, str, str]:
-    return credential.key_id, credential.base_url, credential.private_key_encrypted
-
-
-class _Follower:
-    """A thread following one credential's order_group_updates; it only ever wakes the watcher."""
-
-    def __init__(self, watcher: Watcher, credential: Credential):
-        self.watcher, self.credential_pk, self.label = watcher, credential.pk, credential.label
-        self.version = _version(credential)
-        self.state = _StreamState("connecting")
-        self._stop = threading.Event()
-        self._stream: OrderGroupStream | None = None
-        self._thread: threading.Thread | None = None
-        try:
-            self._stream = exchange.stream_for(credential)
-        except KalshiError as exc:  # CredentialUnusable among them
-            # Nothing to follow with; polling goes on (and reports the same credential's trouble per subaccount).
-            self.state = _StreamState("off", error=f"cannot use this credential's key or URL: {type(exc).__name__}")
-            logger.error("trip watch: no stream for credential %s: %s", self.label, self.state.error)
-            return
-        self._thread = threading.Thread(target=self._run, name=f"ogpanel-stream-{credential.pk}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._stream is not None:
-            self._stream.close()  # unblocks a waiting next_update
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        backoff = STREAM_BACKOFF_FIRST
-        while not self._stop.is_set():
-            try:
-                self._stream.connect()
-                self.state = _StreamState("connected")
-                backoff = STREAM_BACKOFF_FIRST
-                # Anything may have changed while nobody was listening: read it all again.
-                self.watcher.notice(self.credential_pk)
-                while not self._stop.is_set():
-                    update = self._stream.next_update(STREAM_READ_SLICE)
-                    if update is not None:
-                        self.watcher.notice(self.credential_pk, update.order_group_id)
-            except KalshiError as exc:
-                if self._stop.is_set():
-                    break
-                self.state = _StreamState("reconnecting", error=exc.operator_message)
-                logger.warning(
-                    "trip watch: stream of credential %s: %s; reconnecting in %.0f s",
-                    self.label,
-                    exc.operator_message,
-                    backoff,
-                )
-                if isinstance(exc, StreamGap):  # updates were lost: read now, not only after reconnecting
-                    self.watcher.notice(self.credential_pk)
-            finally:
-                self._stream.close()
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, STREAM_BACKOFF_MAX)
+        work()
+    except Exception:
+        logger.exception("trip watch: %s", what)
+        connection.close()
