@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
 # Whoever a request belongs to: `request.user`, signed in or not.
 type AnyUser = User | AnonymousUser
-type View = Callable[..., HttpResponse]
+type View = Callable[..., HttpResponseBase]
 
 
 class Role(IntEnum):
@@ -170,7 +171,7 @@ def require(action: Action) -> Callable[[View], View]:
 
     def decorator(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not can(request.user, action):
