@@ -75,7 +75,7 @@ MIN_ROLE: dict[Action, Role] = {
 
 ROLE_NAMES = {role.label: role for role in Role if role is not Role.NONE}
 MAX_DIGITS = 20  # more than any subaccount or id the panel uses; longer "numbers" are refused as text
-# Role and scope are cached on the user object, for one request (or one command) at a time.
+# Role and scope are cached on the user object: a fresh object (another request) reads them again.
 _ROLE_CACHE = "_ogpanel_role"
 _SCOPE_CACHE = "_ogpanel_scope"
 
