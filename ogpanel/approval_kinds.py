@@ -26,7 +26,8 @@ class Refused(Exception):
 
 
 def _subaccount(req: ApprovalRequest) -> Subaccount:
-    sub = Subaccount.objects.filter(number=req.subaccount).select_related("credential").first()
+    number = req.subaccount
+    sub = None if number is None else Subaccount.objects.filter(number=number).select_related("credential").first()
     if sub is None:
         raise Refused(f"Subaccount {req.subaccount} is no longer configured.")
     return sub
@@ -142,6 +143,8 @@ def _run_credential_remove(req: ApprovalRequest, actor: Actor) -> str:
 
 def _run_subaccount_assign(req: ApprovalRequest, actor: Actor) -> str:
     credential = _credential(req)
+    if req.subaccount is None:  # views.credentials files it with the subaccount to map
+        raise Refused("The request names no subaccount to map.")
     services.subaccount_assign(actor=actor, number=req.subaccount, credential=credential, label=req.params["label"])
     return f"Subaccount {req.subaccount} now uses \u201c{credential.label}\u201d."
 

@@ -18,16 +18,21 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db.models import Q
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_variables
 
 from ogpanel import audit, notices, vault
-from ogpanel.approval_kinds import KINDS, Refused, what
+
+# Re-exported: views and templates know the kinds and the refusal as approvals'.
+from ogpanel.approval_kinds import KINDS as KINDS
+from ogpanel.approval_kinds import Refused as Refused
+from ogpanel.approval_kinds import what as what
 from ogpanel.audit import Actor
 from ogpanel.kalshi import KalshiError
 from ogpanel.models import ApprovalRequest, AuditEvent
-from ogpanel.permissions import ROLE_NAMES, may_approve
+from ogpanel.permissions import ROLE_NAMES, AnyUser, may_approve
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +48,14 @@ def _now() -> datetime:
 # --- who may approve -------------------------------------------------------------------------------
 
 
-def may_decide(user, req: ApprovalRequest) -> bool:
+def may_decide(user: AnyUser, req: ApprovalRequest) -> bool:
     """May this user approve (or reject) the request? The rule is permissions.may_approve."""
     return may_approve(
         user, requester_id=req.requested_by_id, action=KINDS[req.kind].action, subaccounts=req.subaccounts
     )
 
 
-def approvers(kind: str, subaccounts: list[int], requester) -> list:
+def approvers(kind: str, subaccounts: list[int], requester: User) -> list[User]:
     """The active users who could approve such a request from `requester`: none means nobody could."""
     users = (
         get_user_model()
@@ -106,7 +111,7 @@ def _announce(event: AuditEvent, req: ApprovalRequest) -> None:
 def request_file(
     *,
     actor: Actor,
-    user,
+    user: User,
     kind: str,
     reason: str,
     subaccount: int | None = None,
@@ -173,10 +178,17 @@ class _NotPending(Exception):
 
 
 def _decide(
-    req: ApprovalRequest, actor: Actor, action: str, status: str, *, user=None, note: str = "", now: datetime
+    req: ApprovalRequest,
+    actor: Actor,
+    action: str,
+    status: str,
+    *,
+    user: User | None = None,
+    note: str = "",
+    now: datetime,
 ) -> None:
     """Move a pending request to `status`, with its audit event, or raise Refused saying why it is not pending."""
-    changes = {"status": status, "decided_at": now}
+    changes: dict[str, object] = {"status": status, "decided_at": now}
     if user is not None:
         changes.update(decided_by=user, decided_by_username=actor.username, note=note)
     if status != Status.APPROVED:
@@ -209,7 +221,9 @@ def _decide(
     req.refresh_from_db()
 
 
-def request_approve(*, req: ApprovalRequest, user, actor: Actor, note: str = "", now: datetime | None = None) -> str:
+def request_approve(
+    *, req: ApprovalRequest, user: User, actor: Actor, note: str = "", now: datetime | None = None
+) -> str:
     """Approve and run the request as `actor` (the caller checked may_decide); returns what happened, in words.
 
     Raises Refused when the request is no longer pending (decided, expired). Once approved,
@@ -241,11 +255,13 @@ def request_approve(*, req: ApprovalRequest, user, actor: Actor, note: str = "",
     return result
 
 
-def request_reject(*, req: ApprovalRequest, user, actor: Actor, note: str = "", now: datetime | None = None) -> None:
+def request_reject(
+    *, req: ApprovalRequest, user: User, actor: Actor, note: str = "", now: datetime | None = None
+) -> None:
     _decide(req, actor, "request_rejected", Status.REJECTED, user=user, note=note, now=now or _now())
 
 
-def request_cancel(*, req: ApprovalRequest, user, actor: Actor, now: datetime | None = None) -> None:
+def request_cancel(*, req: ApprovalRequest, user: User, actor: Actor, now: datetime | None = None) -> None:
     """The requester withdraws their own request."""
     _decide(req, actor, "request_cancelled", Status.CANCELLED, user=user, now=now or _now())
 

@@ -12,12 +12,13 @@ import json
 import multiprocessing
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
+from typing import Any
 
 from django.db import connection, connections, transaction
 from django.db.models import Max, Min, TextField
@@ -25,7 +26,7 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest
 
 from ogpanel.kalshi import KalshiError
-from ogpanel.models import AuditEvent, OpenAttempt
+from ogpanel.models import AuditEvent, Credential, OpenAttempt
 from ogpanel.permissions import Action, role_of
 from ogpanel.redaction import redact
 
@@ -111,7 +112,7 @@ _TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in _SORTED_FIELDS) + "}"
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     """One value as that json.dumps writes it; plain strings, None and ints without its machinery."""
     kind = type(value)
     if kind is str:
@@ -143,7 +144,7 @@ def _now() -> datetime:
 _MAX_LENGTHS = {field.attname: field.max_length for field in AuditEvent._meta.concrete_fields if field.max_length}
 
 
-def _storable(value):
+def _storable(value: object) -> object:
     """PostgreSQL refuses NUL characters in text and jsonb; replace them, keys and values alike.
 
     Key material is cut out too: what a client typed (a failed sign-in's name, a reason) may be a
@@ -166,13 +167,13 @@ def _fit(values: dict) -> dict:
     """
     fitted = {name: _storable(value) for name, value in values.items()}
     for name, limit in _MAX_LENGTHS.items():
-        if isinstance(fitted.get(name), str):
-            fitted[name] = fitted[name][:limit]
+        if isinstance(value := fitted.get(name), str):
+            fitted[name] = value[:limit]
     return fitted
 
 
 def append(
-    actor: Actor, *, action: str, outcome: str, within: Callable[[AuditEvent], None] | None = None, **fields
+    actor: Actor, *, action: str, outcome: str, within: Callable[[AuditEvent], None] | None = None, **fields: Any
 ) -> AuditEvent:
     """Append one event to the chain and commit it before returning.
 
@@ -201,7 +202,7 @@ def append_many(actor: Actor, *, action: str, outcome: str, fields: list[dict]) 
 
 
 def _values(actor: Actor, action: str, outcome: str, fields: dict) -> dict:
-    values = {
+    values: dict[str, Any] = {
         "at": _now(),
         "actor_id": actor.user_id,
         "actor_username": actor.username,
@@ -265,7 +266,7 @@ def _track_open_attempts(events: list[AuditEvent]) -> None:
         OpenAttempt.objects.filter(seq__in=answered).delete()
 
 
-def record(request: HttpRequest, action: str, outcome: str, **fields) -> AuditEvent:
+def record(request: HttpRequest, action: str, outcome: str, **fields: Any) -> AuditEvent:
     """A one-off event attributed to the request's user: login ("succeeded"/"failed"), logout, ...
 
     Record a logout before `auth.logout()` (afterwards the user is anonymous) and a failed
@@ -286,7 +287,7 @@ def record_denial(
     `detail` is what the client asked for (view kwargs, form fields); the subaccount and group
     id go to their own columns so the review page's filters find the refusal.
     """
-    fields = {"params": {k: str(v) for k, v in detail.items() if k not in ("subaccount", *_GROUP_KEYS)}}
+    fields: dict[str, Any] = {"params": {k: str(v) for k, v in detail.items() if k not in ("subaccount", *_GROUP_KEYS)}}
     subaccount = str(detail.get("subaccount", ""))
     if subaccount.isascii() and subaccount.isdigit() and int(subaccount) <= _MAX_SUBACCOUNT_FIELD:
         fields["subaccount"] = int(subaccount)
@@ -304,7 +305,7 @@ def _error_code(exc: KalshiError) -> str:
     return (exc.code or re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower())[:100]
 
 
-def _with_credential(credential=None, **fields) -> dict:
+def _with_credential(credential: Credential | None = None, **fields: Any) -> dict:
     """The credential's environment and key id, unless the fields name their own."""
     if credential is None:
         return fields
@@ -319,7 +320,15 @@ class Pending:
     records each result from the request's own thread, so worker threads never touch the database.
     """
 
-    def __init__(self, actor: Actor, action: str, *, credential=None, recorded: AuditEvent | None = None, **fields):
+    def __init__(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        credential: Credential | None = None,
+        recorded: AuditEvent | None = None,
+        **fields: Any,
+    ) -> None:
         fields = _with_credential(credential, **fields)
         self.actor, self.action, self.fields = actor, action, fields
         self.event = (
@@ -338,17 +347,18 @@ class Pending:
         events = append_many(actor, action=action, outcome=AuditEvent.Outcome.ATTEMPTED, fields=fields)
         return [cls(actor, action, recorded=event, **one) for event, one in zip(events, fields, strict=True)]
 
-    def succeeded(self, *, latency: float | None = None, **params) -> AuditEvent:
+    def succeeded(self, *, latency: float | None = None, **params: Any) -> AuditEvent:
         return self._finish(AuditEvent.Outcome.SUCCEEDED, latency, params)
 
-    def failed(self, exc: BaseException, *, latency: float | None = None, **params) -> AuditEvent:
+    def failed(self, exc: BaseException, *, latency: float | None = None, **params: Any) -> AuditEvent:
+        result: dict[str, Any]
         if isinstance(exc, KalshiError):
             result = {"upstream_status": exc.status, "error_code": _error_code(exc), "error": exc.operator_message}
         else:
             result = {"error_code": "internal_error", "error": f"internal error: {type(exc).__name__}"}
         return self._finish(AuditEvent.Outcome.FAILED, latency, params, **result)
 
-    def _finish(self, outcome: str, latency: float | None, params: dict, **result) -> AuditEvent:
+    def _finish(self, outcome: str, latency: float | None, params: dict, **result: Any) -> AuditEvent:
         if latency is None:
             latency = time.monotonic() - self.began
         same = ("environment", "subaccount", "order_group_id", "api_key_id", "reason")
@@ -366,7 +376,7 @@ class Pending:
 
 
 @contextmanager
-def attempt(actor: Actor, action: str, *, credential=None, **fields) -> Iterator[Pending]:
+def attempt(actor: Actor, action: str, *, credential: Credential | None = None, **fields: Any) -> Iterator[Pending]:
     """Record an attempt, run the body (the upstream call), then record its result.
 
     The body may add to what the result records through `pending.result_params`. An
@@ -454,7 +464,9 @@ def _check_part(low: int | None, high: int | None, chunk_size: int) -> _Part:
     if high is not None:
         events = events.filter(seq__lte=high)
     columns = ["params_text" if name == "params" else name for name in _SORTED_FIELDS]
-    count, first, last = 0, None, None
+    count = 0
+    first: tuple[int, str] | None = None  # seq and prev_hash of the first event checked
+    last: tuple[int, str] | None = None  # seq and hash of the last event checked
     while True:
         after = low if last is None else last[0]
         page = events if after is None else events.filter(seq__gt=after)
@@ -473,11 +485,12 @@ def _check_part(low: int | None, high: int | None, chunk_size: int) -> _Part:
             for n, (seq, prev_hash, ours, theirs) in enumerate(
                 zip(seqs, prevs, computed, stored, strict=True), start=count + 1
             ):
-                problem = _link_problem(seq, prev_hash, last[0] + 1, last[1]) if last else None
-                if problem:
+                if last and (problem := _link_problem(seq, prev_hash, last[0] + 1, last[1])):
                     return _Part(n, first or (seq, prev_hash), last, (n, *problem))
-                if ours != theirs:
-                    return _Part(n, first or (seq, prev_hash), last, (n, seq, "content does not match its hash"))
+                if ours != theirs:  # `last or`: _join reads `last` only from a part without a problem
+                    return _Part(
+                        n, first or (seq, prev_hash), last or (0, ""), (n, seq, "content does not match its hash")
+                    )
                 first, last = first or (seq, prev_hash), (seq, theirs)
         first = first or (seqs[0], prevs[0])
         count, last = count + len(rows), (seqs[-1], stored[-1])
@@ -491,6 +504,7 @@ def _hashes(rows: list[tuple]) -> list[str]:
     """
     columns = list(zip(*rows, strict=True))
     parts = []
+    values: Sequence[Any]
     # strict=False: the last column, the stored hash, is not hashed.
     for name, values in zip(_SORTED_FIELDS, columns, strict=False):
         if name == "params":

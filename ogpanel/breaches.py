@@ -14,7 +14,7 @@ inside the audit log's serialized append, and a partial unique index backs it.
 """
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +26,7 @@ from ogpanel.audit import Actor
 from ogpanel.kalshi import KalshiError, OrderGroup
 from ogpanel.models import AuditEvent, PolicyBreach, Subaccount
 from ogpanel.policy import Remediation, Rules, rules_for
+from ogpanel.selectors import Listing
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ class _AlreadyRecorded(Exception):
     """Another recorder (a second watcher) was first: roll this event back."""
 
 
-def record_breaches(subaccount: Subaccount, listing, *, now: datetime | None = None) -> BreachReport:
-    """Compare one subaccount's listing (selectors.Listing) with its policy and record what changed.
+def record_breaches(subaccount: Subaccount, listing: Listing, *, now: datetime | None = None) -> BreachReport:
+    """Compare one subaccount's listing with its policy and record what changed.
 
     Each new breach is one "policy_breach" event and one notice; a breach the listing no longer
     shows is cleared ("policy_breach_cleared"); an open breach above the ceiling gets the
@@ -129,7 +130,9 @@ def _policy_url() -> str:
     return public + reverse("policy") if public else ""
 
 
-def _observed(subaccount: Subaccount, action: str, order_group_id: str, params: dict, within) -> bool:
+def _observed(
+    subaccount: Subaccount, action: str, order_group_id: str, params: dict, within: Callable[[AuditEvent], None]
+) -> bool:
     """Append what the policy saw, with `within`'s rows; False when another recorder was first."""
     try:
         audit.append(
@@ -193,7 +196,7 @@ def _open(subaccount: Subaccount, breach: Breach, observed_at: datetime) -> bool
             },
         )
 
-    params = {"breach": breach.kind, "observed_at": observed_at.isoformat(), "text": breach.text}
+    params: dict[str, object] = {"breach": breach.kind, "observed_at": observed_at.isoformat(), "text": breach.text}
     if breach.ceiling is not None:
         params.update(contracts_limit=breach.contracts_limit, ceiling=breach.ceiling)
     if not _observed(subaccount, "policy_breach", breach.order_group_id, params, within):
@@ -224,10 +227,11 @@ def _remediate(subaccount: Subaccount, breach: Breach, rules: Rules, now: dateti
     row = PolicyBreach.objects.filter(
         subaccount=breach.subaccount, kind=breach.kind, order_group_id=breach.order_group_id, cleared_at=None
     ).first()
-    if row is None:
+    if row is None or breach.ceiling is None:  # (a breach of the ceiling always names it)
         return ""
     lowering = rules.remediation == Remediation.LOWER_LIMIT
-    if row.remediation_ok is False and now - row.remediation_tried_at < REMEDIATION_RETRY:
+    tried_at = row.remediation_tried_at  # set with remediation_ok
+    if row.remediation_ok is False and tried_at is not None and now - tried_at < REMEDIATION_RETRY:
         return ""
     if (lowering and row.remediation_ok) or (not lowering and breach.triggered):
         return ""  # lowered already, or triggered already: nothing left to cancel

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO, TypeGuard
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -132,7 +133,7 @@ def _append(path: Path, line: str) -> None:
         os.fsync(file.fileno())
 
 
-def _check_still_held(file) -> None:
+def _check_still_held(file: BinaryIO) -> None:
     """Log an error when the chain no longer holds the file's last checkpoint: the alarm goes off at the next write."""
     file.seek(max(0, file.seek(0, os.SEEK_END) - _TAIL_BYTES))
     lines = [line for line in file.read().decode(errors="replace").splitlines() if KIND in line]
@@ -167,7 +168,7 @@ def _parse(line: str) -> dict | None:
     return record if isinstance(record, dict) and record.get("kind") == KIND else None
 
 
-def _readable(record: dict | None) -> bool:
+def _readable(record: dict | None) -> TypeGuard[dict]:
     return record is not None and type(record.get("seq")) is int and isinstance(record.get("hash"), str)
 
 

@@ -7,12 +7,14 @@ again, so a key never travels back to the browser.
 """
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
 from django.core.validators import URLValidator
 
+from ogpanel.forms import field_of
 from ogpanel.kalshi import InvalidInput, load_private_key
 from ogpanel.models import Credential, Subaccount
 
@@ -44,7 +46,7 @@ class KeyForm(forms.Form):
         help_text="RSA, at least 2048 bits, PKCS#1 or PKCS#8, without a passphrase.",
     )
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.key_dropped = False
 
@@ -55,7 +57,8 @@ class KeyForm(forms.Form):
         return key_id
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean returns
         pasted = cleaned.pop("private_key", "")
         upload = cleaned.pop("private_key_file", None)
         if pasted.strip() and upload:
@@ -77,7 +80,7 @@ class KeyForm(forms.Form):
 
     def full_clean(self) -> None:
         super().full_clean()
-        if self._errors:
+        if self.errors:  # set by full_clean, so this does not clean again
             self._drop_key()
 
     def refuse(self, message: str, *, field: str | None = None) -> None:
@@ -89,8 +92,9 @@ class KeyForm(forms.Form):
     def _drop_key(self) -> None:
         # Never send a key back: the page comes back with the key field empty.
         self.key_dropped = bool(self.data.get("private_key", "").strip()) or "private_key_file" in self.files
-        self.data = self.data.copy()
-        self.data.pop("private_key", None)
+        data = self.data.copy() if isinstance(self.data, dict) else dict(self.data)  # a QueryDict copies as one
+        data.pop("private_key", None)
+        self.data = data
         self.cleaned_data.pop("private_key_pem", None)
 
 
@@ -129,16 +133,16 @@ class CredentialForm(KeyForm):
         "private_key_file",
     ]
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         urls = settings.OGPANEL_BASE_URLS
-        self.fields["environment"].choices = [
+        field_of(self, "environment", forms.ChoiceField).choices = [
             (value, f"{label} ({urls[value]})" if value in urls else label)
             for value, label in Credential.Environment.choices
         ]
-        self.fields["tier"].choices = [
+        field_of(self, "tier", forms.ChoiceField).choices = [
             ("", f"Default ({settings.OGPANEL_KALSHI_TIER})"),
-            *Credential.tier.field.choices,
+            *(Credential.tier.field.choices or ()),
         ]
 
     def clean_account(self) -> str:
@@ -179,7 +183,7 @@ class RemoveForm(forms.Form):
     unmap = forms.BooleanField(required=False)
     seen = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def __init__(self, *args, in_use: list[int], **kwargs) -> None:
+    def __init__(self, *args: Any, in_use: list[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_use = in_use
         self.fields["seen"].initial = ",".join(map(str, in_use))
@@ -187,7 +191,8 @@ class RemoveForm(forms.Form):
             self.fields["unmap"].label = f"Also unmap {subaccounts_phrase(in_use)}"
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean returns
         if cleaned.get("seen", "") != ",".join(map(str, self.in_use)):
             raise forms.ValidationError(
                 "The subaccounts using this credential changed since the page was loaded; it is now used by "
@@ -209,12 +214,13 @@ class SubaccountForm(forms.Form):
     credential = forms.ModelChoiceField(queryset=Credential.objects.all(), required=False)
     label = forms.CharField(max_length=100, required=False)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["number"] = forms.IntegerField(min_value=0, max_value=settings.OGPANEL_MAX_SUBACCOUNT)
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean returns
         if cleaned.get("op") == "assign" and not cleaned.get("credential"):
             self.add_error("credential", "Choose the credential this subaccount uses.")
         if cleaned.get("op") == "unassign" and "number" in cleaned:

@@ -71,7 +71,9 @@ def watch_is_stale(watched: SubaccountWatch | None) -> bool:
     )
 
 
-def tiles(user: object, listings: Sequence[Listing], watch: WatchHealth, *, current: int | None = None) -> list[Tile]:
+def tiles(
+    user: permissions.AnyUser, listings: Sequence[Listing], watch: WatchHealth, *, current: int | None = None
+) -> list[Tile]:
     numbers = permissions.visible(user, range(settings.OGPANEL_MAX_SUBACCOUNT + 1))
     by_number = {listing.subaccount: listing for listing in listings}
     dashboard = reverse("dashboard")

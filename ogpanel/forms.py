@@ -5,6 +5,8 @@ same values with the same words, and a refused value never reaches the exchange.
 """
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -16,7 +18,15 @@ from ogpanel.models import Subaccount
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
-def _whole_number(raw: str, validator) -> int:
+def field_of[F: forms.Field](form: forms.BaseForm, name: str, kind: type[F]) -> F:
+    """`form.fields[name]` as the kind of field the form declares there (`fields` only says Field)."""
+    field = form.fields[name]
+    if not isinstance(field, kind):
+        raise TypeError(f"{type(form).__name__}.{name} is a {type(field).__name__}, not a {kind.__name__}")
+    return field
+
+
+def _whole_number(raw: str, validator: Callable[[Any], int]) -> int:
     """Text → int for kalshi's validators; anything that is not plain digits fails their rule unchanged."""
     text = raw.strip()
     try:
@@ -70,10 +80,13 @@ class DashboardFilterForm(forms.Form):
         choices=[("", "Any state"), ("active", "Active"), ("triggered", "Triggered")],
     )
 
-    def __init__(self, *args, subaccounts: list[Subaccount], **kwargs) -> None:
+    def __init__(self, data: Mapping[str, Any] | None = None, *, subaccounts: list[Subaccount]) -> None:
         # Ids prefixed so the filter never clashes with a form opened in the page's action panel.
-        super().__init__(*args, auto_id="filter_%s", **kwargs)
-        self.fields["subaccount"].choices = [("", "All subaccounts"), *_subaccount_choices(subaccounts)]
+        super().__init__(data, auto_id="filter_%s")
+        field_of(self, "subaccount", forms.TypedChoiceField).choices = [
+            ("", "All subaccounts"),
+            *_subaccount_choices(subaccounts),
+        ]
 
 
 class GroupCreateForm(forms.Form):
@@ -88,7 +101,7 @@ class GroupCreateForm(forms.Form):
     )
     reason = _reason_field(required=False)
 
-    def __init__(self, *args, subaccounts: list[Subaccount], **kwargs) -> None:
+    def __init__(self, *args: Any, subaccounts: list[Subaccount], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subaccounts = subaccounts
         self.fields["subaccount"].widget.choices = _subaccount_choices(subaccounts)
@@ -152,7 +165,7 @@ class KillSwitchForm(forms.Form):
         help_text="A reset lets orders naming these groups trade again.",
     )
 
-    def __init__(self, *args, subaccounts: list[Subaccount], **kwargs) -> None:
+    def __init__(self, *args: Any, subaccounts: list[Subaccount], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subaccounts = subaccounts
         self.fields["subaccount"].widget.choices = [("", "— choose —"), *_subaccount_choices(subaccounts)]
@@ -162,7 +175,8 @@ class KillSwitchForm(forms.Form):
         return self.cleaned_data["operation"] != self.RESET_ONE
 
     def clean(self) -> dict:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         operation = data.get("operation")
         if operation is None:
             return data

@@ -1,8 +1,10 @@
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 from functools import lru_cache
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
 from django.conf import settings
@@ -18,12 +20,15 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.log import log_response
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 from django_otp import user_has_device
 
-from ogpanel.permissions import Role, role_of
+from ogpanel.permissions import AnyUser, Role, role_of
 from ogpanel.redaction import looks_like_key
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+type GetResponse = Callable[[HttpRequest], HttpResponse]
 
 
 class RequestIdMiddleware:
@@ -35,18 +40,26 @@ class RequestIdMiddleware:
     would let anyone forge their address past login throttling and into the audit log.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
         trusted = settings.OGPANEL_TRUSTED_PROXIES
         from_proxy = bool(trusted) and _is_proxy(request.META.get("REMOTE_ADDR", ""))
-        request.request_id = incoming if from_proxy and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.client_ip = client_address(request, trusted)
+        request_id = incoming if from_proxy and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # HttpRequest declares no attributes for what a middleware adds: read them with request_id_of
+        # and audit.client_ip.
+        request.request_id = request_id  # type: ignore[attr-defined]
+        request.client_ip = client_address(request, trusted)  # type: ignore[attr-defined]
         response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id
+        response["X-Request-ID"] = request_id
         return response
+
+
+def request_id_of(request: HttpRequest) -> str:
+    """The id RequestIdMiddleware gave the request ("" for one it did not see)."""
+    return getattr(request, "request_id", "")
 
 
 def client_address(request: HttpRequest, trusted_proxies: int) -> str:
@@ -77,7 +90,7 @@ def _is_proxy(address: str) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def _in_networks(address: str, networks: tuple) -> bool:
+def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -88,7 +101,7 @@ def _in_networks(address: str, networks: tuple) -> bool:
 class HtmxLoginRedirectMiddleware:
     """An htmx request whose session expired gets a whole-page redirect, not a login form in a table cell."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -110,7 +123,7 @@ class IdleSessionMiddleware:
     PASSIVE_TRIGGERS = frozenset({"groups"})  # ids of self-refreshing regions (hx-trigger "every …")
     SESSION_KEY = "ogpanel_last_activity"
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -134,8 +147,8 @@ class IdleSessionMiddleware:
         request.session[cls.SESSION_KEY] = timezone.now().timestamp()
 
     def passive(self, request: HttpRequest) -> bool:
-        htmx = getattr(request, "htmx", None)
-        return request.method == "GET" and bool(htmx) and htmx.trigger in self.PASSIVE_TRIGGERS
+        htmx: HtmxDetails | None = getattr(request, "htmx", None)
+        return request.method == "GET" and bool(htmx and htmx.trigger in self.PASSIVE_TRIGGERS)
 
 
 class SecondFactorMiddleware:
@@ -148,14 +161,21 @@ class SecondFactorMiddleware:
 
     EXEMPT = frozenset({"login", "logout", "otp_setup", "otp_verify", "healthz", "healthz_watcher"})
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
-        if request.resolver_match.view_name in self.EXEMPT:
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
+        match = request.resolver_match  # set before process_view runs
+        if match is not None and match.view_name in self.EXEMPT:
             return None
         step = second_factor_step(request.user)
         if step is None:
@@ -169,16 +189,22 @@ class SecondFactorMiddleware:
 
 def current_path(request: HttpRequest) -> str | None:
     """The path of the page an htmx request came from (HX-Current-URL), or None, malformed included."""
-    htmx = getattr(request, "htmx", None)
+    htmx: HtmxDetails | None = getattr(request, "htmx", None)
     try:
         return htmx.current_url_abs_path if htmx else None
     except ValueError:  # urlsplit refuses "http://[" and the like
         return None
 
 
-def second_factor_step(user) -> str | None:
+def is_verified(user: AnyUser) -> bool:
+    """Has the user passed the second factor in this session? (django_otp's OTPMiddleware adds the method.)"""
+    verified: bool = user.is_verified()  # type: ignore[union-attr]  # added at run time, unknown to the stubs
+    return verified
+
+
+def second_factor_step(user: AnyUser) -> str | None:
     """The page ("otp_verify" or "otp_setup") a signed-in user must pass next, or None."""
-    if not user.is_authenticated or user.is_verified():
+    if not user.is_authenticated or is_verified(user):
         return None
     if user_has_device(user):
         return "otp_verify"
@@ -215,11 +241,12 @@ class HostileInputMiddleware:
     It also gives a refusal that has no body (a 405 from require_http_methods) a message.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.sensitive_post_parameters = SENSITIVE_POST_PARAMETERS
+        # Django's own attribute (sensitive_post_parameters sets it); the stubs do not declare it.
+        request.sensitive_post_parameters = SENSITIVE_POST_PARAMETERS  # type: ignore[attr-defined]
         problem = self.key_in_address(request) or (request.method == "POST" and self.unreadable(request))
         if problem:
             response = _refusal(request, 400, problem)
@@ -279,7 +306,7 @@ class NoStoreMiddleware:
     a shared desk machine, after signing out, must not bring them back.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

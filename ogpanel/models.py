@@ -125,6 +125,8 @@ class AuditEvent(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Not a column: views.audit.attach_results sets it on the attempts a page lists (None: no result yet).
+    result: "AuditEvent | None"
 
     class Meta:
         ordering = ["-seq"]

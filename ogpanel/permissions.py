@@ -13,9 +13,18 @@ and no others (`credential_visible`, `may_change_credentials`).
 from collections.abc import Callable, Iterable
 from enum import IntEnum, StrEnum
 from functools import wraps
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
+
+# Whoever a request belongs to: `request.user`, signed in or not.
+type AnyUser = User | AnonymousUser
+type View = Callable[..., HttpResponseBase]
 
 
 class Role(IntEnum):
@@ -66,66 +75,70 @@ MIN_ROLE: dict[Action, Role] = {
 
 ROLE_NAMES = {role.label: role for role in Role if role is not Role.NONE}
 MAX_DIGITS = 20  # more than any subaccount or id the panel uses; longer "numbers" are refused as text
+# Role and scope are cached on the user object: a fresh object (another request) reads them again.
+_ROLE_CACHE = "_ogpanel_role"
+_SCOPE_CACHE = "_ogpanel_scope"
 
 
-def role_of(user) -> Role:
+def role_of(user: AnyUser) -> Role:
     if not user.is_authenticated or not user.is_active:
         return Role.NONE
     if user.is_superuser:
         return Role.ADMIN
-    cached = getattr(user, "_ogpanel_role", None)
+    cached: Role | None = getattr(user, _ROLE_CACHE, None)
     if cached is None:
         names = user.groups.filter(name__in=ROLE_NAMES).values_list("name", flat=True)
         cached = max((ROLE_NAMES[name] for name in names), default=Role.NONE)
-        user._ogpanel_role = cached
+        setattr(user, _ROLE_CACHE, cached)
     return cached
 
 
-def scope_of(user) -> frozenset[int] | None:
+def scope_of(user: AnyUser) -> frozenset[int] | None:
     """The subaccounts a user is limited to, or None for all of them."""
     if not user.is_authenticated:
         return frozenset()
-    if not hasattr(user, "_ogpanel_scope"):
+    if not hasattr(user, _SCOPE_CACHE):
         from ogpanel.models import AccessScope
 
         row = AccessScope.objects.filter(user=user).values_list("subaccounts", flat=True).first()
-        user._ogpanel_scope = None if row is None else frozenset(row)
-    return user._ogpanel_scope
+        setattr(user, _SCOPE_CACHE, None if row is None else frozenset(row))
+    scope: frozenset[int] | None = getattr(user, _SCOPE_CACHE)
+    return scope
 
 
-def in_scope(user, subaccount: int) -> bool:
+def in_scope(user: AnyUser, subaccount: int) -> bool:
     scope = scope_of(user)
     return scope is None or subaccount in scope
 
 
-def visible(user, subaccounts: Iterable[int]) -> list[int]:
+def visible(user: AnyUser, subaccounts: Iterable[int]) -> list[int]:
     """The subaccounts, among those given, that the user may see."""
     if role_of(user) < MIN_ROLE[Action.VIEW]:
         return []
     return [number for number in subaccounts if in_scope(user, number)]
 
 
-def can(user, action: Action, subaccount: int | None = None) -> bool:
+def can(user: AnyUser, action: Action, subaccount: int | None = None) -> bool:
     """The rule. With a subaccount, the user must also be scoped to it."""
     if role_of(user) < MIN_ROLE[action]:
         return False
     return subaccount is None or in_scope(user, subaccount)
 
 
-def in_scope_all(user, subaccounts: Iterable[int]) -> bool:
+def in_scope_all(user: AnyUser, subaccounts: Iterable[int]) -> bool:
     """Every one of these subaccounts is in the user's scope (vacuously true for none)."""
     scope = scope_of(user)
     return scope is None or all(number in scope for number in subaccounts)
 
 
-def may_approve(user, *, requester_id: int | None, action: Action, subaccounts: Iterable[int]) -> bool:
+def may_approve(user: AnyUser, *, requester_id: int | None, action: Action, subaccounts: Iterable[int]) -> bool:
     """The four-eyes rule: never the requester; the role `action` needs; every subaccount it touches in scope."""
     if not user.is_authenticated or user.pk == requester_id:
         return False
     return can(user, Action.APPROVE) and can(user, action) and in_scope_all(user, subaccounts)
 
 
-def may_change_credentials(user) -> bool:
+def may_change_credentials(user: AnyUser) -> bool:
     """Create, rotate and remove credentials, and map subaccounts to them: unscoped admins only.
 
     Rotating or removing a key, or moving a subaccount to another one, reaches every subaccount
@@ -134,7 +147,7 @@ def may_change_credentials(user) -> bool:
     return can(user, Action.MANAGE_CREDENTIALS) and scope_of(user) is None
 
 
-def credential_visible(user, serves: Iterable[int]) -> bool:
+def credential_visible(user: AnyUser, serves: Iterable[int]) -> bool:
     """May `user` see a credential that serves these subaccounts? A scoped admin: only one that
     serves some of their subaccounts and none outside them."""
     if not can(user, Action.MANAGE_CREDENTIALS):
@@ -144,21 +157,21 @@ def credential_visible(user, serves: Iterable[int]) -> bool:
     return scope is None or (bool(served) and served <= scope)
 
 
-def allowed_actions(user) -> dict[str, bool]:
+def allowed_actions(user: AnyUser) -> dict[str, bool]:
     """What the templates read to decide which buttons and forms to render."""
     return {action.value: can(user, action) for action in Action}
 
 
-def require(action: Action) -> Callable:
+def require(action: Action) -> Callable[[View], View]:
     """View decorator: the user's role must allow `action`; otherwise 403, recorded in the audit log.
 
     Subaccount scope is checked where the subaccount is known (forms and selectors), with 404
     so that a user out of scope learns nothing about the group.
     """
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not can(request.user, action):
@@ -185,7 +198,9 @@ def refuse_out_of_scope(request: HttpRequest, action: Action, subaccount: int | 
     return deny(request, action, {"subaccount": int(raw)}, status=404)
 
 
-def deny(request: HttpRequest, action: Action, detail: dict | None = None, *, status: int = 403) -> HttpResponse:
+def deny(
+    request: HttpRequest, action: Action, detail: dict[str, Any] | None = None, *, status: int = 403
+) -> HttpResponse:
     from ogpanel import audit
     from ogpanel.views.common import error_response
 

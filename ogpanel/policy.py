@@ -13,7 +13,7 @@ Breaches seen at the exchange (and their remediation) are breaches.py's.
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from ogpanel import audit
 from ogpanel.audit import Actor
@@ -98,7 +98,7 @@ def latest(subaccount: int | None) -> PolicyVersion | None:
     return rows.order_by("-version").first()
 
 
-def _defaults():
+def _defaults() -> QuerySet[PolicyVersion]:
     return PolicyVersion.objects.filter(subaccount__isnull=True)
 
 

@@ -1,5 +1,7 @@
 """The policy edit form: one subaccount's policy (or the default's), as policy.Rules."""
 
+from typing import Any
+
 from django import forms
 
 from ogpanel import policy
@@ -47,7 +49,7 @@ class PolicyForm(forms.Form):
     reason = _reason_field()
     base_version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
 
-    def __init__(self, *args, default: bool, **kwargs) -> None:
+    def __init__(self, *args: Any, default: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if default:
             del self.fields["follows_default"]

@@ -22,7 +22,11 @@ match field names, not values, and none plugs into Django's reporter.
 
 import logging
 import re
+from collections.abc import ItemsView
+from typing import Any, overload
 
+from django.http import HttpRequest, QueryDict
+from django.utils.safestring import SafeString, mark_safe
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 REDACTED = "[key material removed]"
@@ -44,7 +48,7 @@ def redact(text: str) -> str:
     return _BASE64_RUN.sub(lambda run: REDACTED if _keylike(run[0]) else run[0], text)
 
 
-def looks_like_key(value) -> bool:
+def looks_like_key(value: object) -> bool:
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     return isinstance(value, str) and redact(value) != value
@@ -55,23 +59,27 @@ class KeyFilter(SafeExceptionReporterFilter):
 
     hidden_settings = re.compile("API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|PRIVATE|PEM", re.IGNORECASE)
 
-    def is_active(self, request) -> bool:
+    def is_active(self, request: HttpRequest | None) -> bool:
         return True
 
-    def cleanse_setting(self, key, value):
+    def cleanse_setting(self, key: int | str, value: Any) -> Any:
         cleansed = super().cleanse_setting(key, value)  # recurses into containers through this method
         return REDACTED if isinstance(cleansed, str | bytes) and looks_like_key(cleansed) else cleansed
 
-    def get_post_parameters(self, request):
+    def get_post_parameters(self, request: HttpRequest | None) -> dict[str, Any]:
         try:
             return self.cleanse_fields(super().get_post_parameters(request))
         except Exception:  # a body that cannot be parsed (the error being reported, maybe) shows as nothing
             return {}
 
-    def get_cleansed_multivaluedict(self, request, multivaluedict):
+    def get_cleansed_multivaluedict(self, request: HttpRequest, multivaluedict: QueryDict) -> QueryDict:
         return self.cleanse_fields(super().get_cleansed_multivaluedict(request, multivaluedict))
 
-    def cleanse_fields(self, fields):
+    @overload
+    def cleanse_fields(self, fields: QueryDict) -> QueryDict: ...
+    @overload
+    def cleanse_fields(self, fields: dict[str, Any]) -> dict[str, Any]: ...
+    def cleanse_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A copy of a QueryDict (or dict) with sensitive or key-like values replaced."""
         if not fields:
             return fields
@@ -82,13 +90,13 @@ class KeyFilter(SafeExceptionReporterFilter):
                 cleansed[name] = self.cleansed_substitute
         return cleansed
 
-    def get_traceback_frame_variables(self, request, tb_frame):
-        return [
-            (name, self._frame_value(name, value))
+    def get_traceback_frame_variables(self, request: Any, tb_frame: Any) -> ItemsView[str, Any]:
+        return {
+            name: self._frame_value(name, value)
             for name, value in super().get_traceback_frame_variables(request, tb_frame)
-        ]
+        }.items()
 
-    def _frame_value(self, name: str, value):
+    def _frame_value(self, name: str, value: Any) -> Any:
         if SENSITIVE_NAME.search(name):
             return self.cleansed_substitute
         try:
@@ -104,17 +112,18 @@ class KeyRedactingReporter(ExceptionReporter):
     through `redact` once more (pprint cuts a long value into one literal per line, which `redact` alone
     could not piece together again)."""
 
-    def get_traceback_data(self) -> dict:
+    def get_traceback_data(self) -> dict[str, Any]:
         data = super().get_traceback_data()
         if self.request is not None and isinstance(self.filter, KeyFilter):
             data["request_GET_items"] = self.filter.cleanse_fields(self.request.GET).items()
         return data
 
-    def get_traceback_html(self) -> str:
-        return redact(super().get_traceback_html())
+    # Still safe: `redact` only swaps runs of PEM and base64 characters for plain text.
+    def get_traceback_html(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_html()))  # noqa: S308
 
-    def get_traceback_text(self) -> str:
-        return redact(super().get_traceback_text())
+    def get_traceback_text(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_text()))  # noqa: S308
 
 
 class LogFilter(logging.Filter):
@@ -142,7 +151,7 @@ class LogFilter(logging.Filter):
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def _redacted(value):
+def _redacted(value: object) -> object:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, list | tuple):

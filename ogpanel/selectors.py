@@ -69,13 +69,13 @@ class Listing:
         return sum(group.triggered for group in self.groups)
 
 
-def subaccounts_for(user) -> list[Subaccount]:
+def subaccounts_for(user: permissions.AnyUser) -> list[Subaccount]:
     """Configured subaccounts the user may see, with their credentials loaded."""
     numbers = permissions.visible(user, Subaccount.objects.values_list("number", flat=True))
     return list(Subaccount.objects.filter(number__in=numbers).select_related("credential").order_by("number"))
 
 
-def subaccount_for(user, number: int) -> Subaccount | None:
+def subaccount_for(user: permissions.AnyUser, number: int) -> Subaccount | None:
     """The subaccount if it is configured and the user may see it; None reveals neither."""
     if not permissions.can(user, permissions.Action.VIEW, number):
         return None

@@ -7,6 +7,8 @@ functions trust their arguments and raise KalshiError (or InvalidInput) on failu
 failure is in the audit log.
 """
 
+from typing import Any
+
 from django.conf import settings
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
@@ -17,7 +19,7 @@ from ogpanel.kalshi import CreatedOrderGroup, deadline, load_private_key, public
 from ogpanel.models import Credential, Subaccount
 
 
-def _group_fields(subaccount: Subaccount, order_group_id: str = "", **fields) -> dict:
+def _group_fields(subaccount: Subaccount, order_group_id: str = "", **fields: Any) -> dict:
     return {
         "credential": subaccount.credential,
         "subaccount": subaccount.number,

@@ -6,6 +6,7 @@ exactly the one line the watcher runs after each successful listing. "Another cl
 `kalshi` fixture: a KalshiClient of its own, changing groups behind the panel's back.
 """
 
+import io
 import json
 from datetime import timedelta
 
@@ -284,6 +285,17 @@ def test_policy_export_and_import_round_trip(db, tmp_path, capsys):
     assert capsys.readouterr().out == "0 changes.\n"
     imported = AuditEvent.objects.filter(action="policy_change", actor_username="policy_import")
     assert imported.count() == 4 and all(e.reason.startswith(f"Imported from {exported}") for e in imported)
+
+
+def test_it_imports_a_policy_file_from_stdin(db, monkeypatch, capsys):
+    set_policy(2, ceiling=10)
+    text = policy_file.dumps(policy_file.current())
+    set_policy(2, ceiling=20)
+    capsys.readouterr()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    call_command("policy_import", "-")
+    assert capsys.readouterr().out.endswith("1 change.\n") and policy.rules_for(2).ceiling == 10
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from http.cookiejar import DefaultCookiePolicy
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
@@ -119,7 +119,7 @@ class KalshiClient:
     def close(self) -> None:
         self._session.close()
 
-    def stream(self, **options) -> OrderGroupStream:
+    def stream(self, **options: Any) -> OrderGroupStream:
         """The order_group_updates stream for this key, signed with the key this client already parsed."""
         return OrderGroupStream(self.base_url, self.key_id, self._private_key, **options)
 
@@ -372,6 +372,8 @@ class KalshiClient:
             error = exc
         if isinstance(error, Timeout) and previous is not None and error.seconds < self.timeout[1]:
             error = previous  # a last try cut short by the budget: what the exchange said before is the news
+        if error is None:  # (never: a try that does not return leaves its error)
+            error = _out_of_time()
         self._observe(method, route, type(error).__name__, status, attempt, began, waited)
         # Raised outside the except clause on purpose: requests' exception carries the
         # signed request, and must not ride along as __context__ into logs.

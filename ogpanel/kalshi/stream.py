@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -155,6 +156,7 @@ class OrderGroupStream:
             logger=_websockets_logger,
         )
         opened = ExitStack()
+        error: KalshiError | None
         try:
             # As a context manager: websockets' documented way to hold a connection open.
             ws = opened.enter_context(connector)
@@ -199,7 +201,7 @@ class OrderGroupStream:
             except ConnectionClosed as exc:
                 if self._ws is not ws:  # close() was called meanwhile
                     return None
-                lost = Unreachable(_closed_reason(exc))
+                lost: Unreachable | None = Unreachable(_closed_reason(exc))
             else:
                 lost = None
             if lost is not None:
@@ -328,7 +330,7 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     return f"the exchange closed the stream (close code {exc.rcvd.code})"
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -7,8 +7,9 @@ bug cannot hide by being present on both sides.
 import base64
 import binascii
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,6 +53,12 @@ class ApiKey:
         return 0
 
 
+class HeaderLookup(Protocol):
+    """Request headers as http.server parses them (an email Message) or a plain dict."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 class KeyRing:
     """Registered public keys, each parsed once when added."""
 
@@ -86,7 +93,7 @@ class KeyRing:
 
     def authenticate(
         self,
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         method: str,
         path: str,
         *,

@@ -69,8 +69,8 @@ class FaultBook:
         for name, value in (("path", path), ("method", method), ("key_id", key_id)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string")
-        for name, value in (("subaccount", subaccount), ("status", status), ("times", times)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        for name, number in (("subaccount", subaccount), ("status", status), ("times", times)):
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
                 raise ValueError(f"{name} must be a whole number")
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0):
             raise ValueError("seconds must be a number >= 0")

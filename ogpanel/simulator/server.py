@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NotRequired, TypedDict, Unpack, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from ogpanel.simulator import api, control
@@ -227,7 +228,7 @@ class _HTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass  # the client left first
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
         # A client that timed out or hung up is routine here, not worth a traceback.
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
@@ -271,7 +272,8 @@ class SimulatorServer:
 
     @property
     def root_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        # typeshed allows a bytes host; a socket bound to a str host reports a str.
+        host, port = cast(tuple[str, int], self._httpd.server_address[:2])
         return f"http://{host}:{port}"
 
     @property
@@ -437,6 +439,15 @@ class SimulatorServer:
         return self._stopping.is_set()
 
 
+class ServerOptions(TypedDict):
+    """SimulatorServer's remaining keyword arguments, as `start` passes them on."""
+
+    clock: NotRequired[Clock | None]
+    quiet: NotRequired[bool]
+    require_json_content_type: NotRequired[bool]
+    ws_heartbeat: NotRequired[float | None]
+
+
 def start(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -445,7 +456,7 @@ def start(
     tier: str | None = None,
     timestamp_window: float = 30.0,
     latency: float = 0.0,
-    **options: object,
+    **options: Unpack[ServerOptions],
 ) -> SimulatorServer:
     """Serve a new simulator from a daemon thread; port 0 picks a free port. `options` go to SimulatorServer."""
     return SimulatorServer(

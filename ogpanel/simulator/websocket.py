@@ -95,8 +95,10 @@ class _Connection:
                         self._protocol.receive_data(data)
                     else:
                         self._protocol.receive_eof()
+                    # The protocol starts OPEN (http.server did the handshake), so its events are frames.
                     for frame in self._protocol.events_received():
-                        self._on_frame(frame)
+                        if isinstance(frame, Frame):
+                            self._on_frame(frame)
                     self._flush()
                     if not data or self._protocol.eof_sent:
                         return
@@ -151,7 +153,7 @@ class _Connection:
             self._send(_error(None, UNABLE_TO_PROCESS, "Unable to process message"))
             return
         try:
-            command = json.loads(frame.data)
+            command = json.loads(bytes(frame.data))
         except (UnicodeDecodeError, json.JSONDecodeError):
             command = None
         if not isinstance(command, dict):

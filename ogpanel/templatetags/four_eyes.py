@@ -9,24 +9,30 @@ from collections.abc import Iterable
 
 from django import template
 from django.conf import settings
+from django.contrib.auth.models import User
 
 from ogpanel import approvals, policy
+from ogpanel.models import Subaccount
 from ogpanel.views.four_eyes import nobody_message
 
 register = template.Library()
 
 
-def _numbers(subaccounts) -> list[int]:
+# What templates pass: a number, a subaccount, several (a credential's), or nothing ("": a missing variable).
+type Subaccounts = int | Subaccount | Iterable[int | Subaccount] | str | None
+
+
+def _numbers(subaccounts: Subaccounts) -> list[int]:
     if subaccounts is None or subaccounts == "":
         return []
     if isinstance(subaccounts, int):
         return [subaccounts]
-    if not isinstance(subaccounts, Iterable):
+    if isinstance(subaccounts, Subaccount):
         return [subaccounts.number]
-    return sorted(getattr(one, "number", one) for one in subaccounts)
+    return sorted(one.number if isinstance(one, Subaccount) else int(one) for one in subaccounts)
 
 
-def _held(user, kind: str, numbers: list[int]) -> dict:
+def _held(user: User, kind: str, numbers: list[int]) -> dict:
     """Whether `kind` on these subaccounts needs a second person, and who could be it."""
     if not policy.needs_second_person(approvals.KINDS[kind].four_eyes, numbers):
         return {}
@@ -35,7 +41,9 @@ def _held(user, kind: str, numbers: list[int]) -> dict:
 
 
 @register.inclusion_tag("ogpanel/four_eyes_notice.html", takes_context=True)
-def four_eyes_notice(context, kind: str, subaccounts=None, reason_field: bool = False) -> dict:
+def four_eyes_notice(
+    context: template.Context, kind: str, subaccounts: Subaccounts = None, reason_field: bool = False
+) -> dict:
     """`kind` is an approvals.KINDS name; others (trigger) never wait and show nothing."""
     if kind not in approvals.KINDS:
         return {}
@@ -49,6 +57,6 @@ def four_eyes_notice(context, kind: str, subaccounts=None, reason_field: bool = 
 
 
 @register.inclusion_tag("ogpanel/four_eyes_reason.html", takes_context=True)
-def four_eyes_reason(context, kind: str, subaccount: int) -> dict:
+def four_eyes_reason(context: template.Context, kind: str, subaccount: int) -> dict:
     """A compact reason box (or the word that nobody could approve) for one row of a table of forms."""
     return {**_held(context["request"].user, kind, [subaccount]), "subaccount": subaccount}

@@ -24,6 +24,7 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
@@ -35,10 +36,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import devices_for_user, verify_token
 from django_otp import login as otp_login
+from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from ogpanel import audit, throttle
-from ogpanel.middleware import IdleSessionMiddleware
+from ogpanel.middleware import IdleSessionMiddleware, is_verified, request_id_of
 from ogpanel.models import AuditEvent
 from ogpanel.views.common import error_response
 
@@ -115,7 +117,7 @@ def login(request: HttpRequest) -> HttpResponse:
     if lockout is not None:
         # Refused without looking at the password. Not audited one by one: a flood of locked
         # attempts must not become a flood of audit appends that queue the kill switch's.
-        logger.warning("sign-in refused while locked out (%s) request_id=%s", lockout.by, request.request_id)
+        logger.warning("sign-in refused while locked out (%s) request_id=%s", lockout.by, request_id_of(request))
         return _locked_response(request, AuthenticationForm(request, initial={"username": username}), lockout)
 
     form = AuthenticationForm(request, data=request.POST)
@@ -170,7 +172,7 @@ def otp_setup(request: HttpRequest) -> HttpResponse:
     user = request.user
     next_url = _next_url(request)
     if next(devices_for_user(user), None) is not None:
-        if not user.is_verified():
+        if not is_verified(user):
             # Enrolling a second authenticator would sidestep the confirmed one.
             return redirect(_with_next("otp_verify", next_url))
         messages.warning(
@@ -212,7 +214,7 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
     """The second step of signing in for a user with an authenticator."""
     next_url = _next_url(request)
     device = next(devices_for_user(request.user), None)
-    if device is None or request.user.is_verified():
+    if device is None or is_verified(request.user):
         return redirect(next_url)
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -231,7 +233,7 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _wrong_code_message(device) -> str:
+def _wrong_code_message(device: Device) -> str:
     allowed, details = device.verify_is_allowed()
     if not allowed and details and details.get("locked_until"):
         wait = max(1, round((details["locked_until"] - timezone.now()).total_seconds()))
@@ -248,7 +250,7 @@ def reauth_needed(request: HttpRequest) -> bool:
     return at is None or throttle.clock() - at > settings.OGPANEL_REAUTH_SECONDS
 
 
-def confirm_identity(request: HttpRequest, form) -> bool:
+def confirm_identity(request: HttpRequest, form: forms.Form) -> bool:
     """The re-authentication step of a dangerous form, after it validated: True to go on.
 
     Otherwise the form carries the refusal (through its `refuse()` when it has one, so forms
@@ -304,7 +306,7 @@ def reauth_ok(request: HttpRequest, *, password: str = "", otp: str = "") -> boo
     return False
 
 
-def _code_ok(user, code: str) -> bool:
+def _code_ok(user: User, code: str) -> bool:
     device = next(devices_for_user(user), None)
     return device is not None and verify_token(user, device.persistent_id, code) is not None
 

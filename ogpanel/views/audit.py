@@ -19,6 +19,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from ogpanel import audit, permissions
@@ -85,7 +86,8 @@ class AuditFilterForm(forms.Form):
     before = forms.IntegerField(label="Page (before event)", required=False, min_value=1, widget=forms.HiddenInput)
 
     def clean(self) -> dict:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise forms.ValidationError("The “From” date is after the “To” date.")
         return data
@@ -100,7 +102,7 @@ def _start_of(day: date) -> datetime:
 
 
 def audit_events(
-    user,
+    user: permissions.AnyUser,
     *,
     actor: str = "",
     action: str = "",
@@ -151,10 +153,11 @@ def attach_results(events: list[AuditEvent]) -> None:
     for event in attempts.values():
         event.result = None
     for result in AuditEvent.objects.filter(attempt_seq__in=list(attempts)).order_by("seq"):
-        attempts[result.attempt_seq].result = result
+        if result.attempt_seq is not None:  # (always: it answers one of the attempts)
+            attempts[result.attempt_seq].result = result
 
 
-def _query(request: HttpRequest, **changes) -> str:
+def _query(request: HttpRequest, **changes: str | None) -> str:
     """The current query string with `changes` applied (None removes a parameter)."""
     params = request.GET.copy()
     for name, value in changes.items():
@@ -220,7 +223,7 @@ class _Echo:
         return line
 
 
-def _csv_cell(value) -> object:
+def _csv_cell(value: object) -> object:
     if isinstance(value, str):  # most cells: tested first, as an export may hold a million rows
         return "'" + value if value.startswith(_FORMULA_STARTS) else value
     if value is None:
@@ -254,7 +257,7 @@ EXPORTS = {
 
 @login_required
 @permissions.require(Action.EXPORT_AUDIT)
-def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
+def audit_export(request: HttpRequest, fmt: str) -> HttpResponseBase:
     if fmt not in EXPORTS:
         return error_response(request, "Export as .csv or .jsonl.", status=404)
     form = AuditFilterForm(request.GET)
@@ -274,7 +277,7 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     events = audit_events(request.user, **filters).filter(seq__lt=exported.seq)
     lines, content_type = EXPORTS[fmt]
     # A thousand lines a chunk: a million one-line writes would cost the server a syscall each.
-    chunks = ("".join(batch) for batch in batched(lines(events), 1000, strict=False))
+    chunks: Iterator[str] = ("".join(batch) for batch in batched(lines(events), 1000, strict=False))
     if fmt == "csv" and request.GET.get("bom") == "1":  # Excel reads UTF-8 only after a byte order mark
         chunks = chain(["\ufeff"], chunks)
     response = StreamingHttpResponse(chunks, content_type=content_type)

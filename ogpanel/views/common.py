@@ -1,16 +1,24 @@
 """What every view shares: rendering a page or its htmx fragment, and compact error answers."""
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
 
 from ogpanel.audit import Actor
 
 
+class SignedInRequest(HttpRequest):
+    """The request of a view behind @login_required (django-stubs' way to say its user is signed in)."""
+
+    user: User
+
+
 def wants_fragment(request: HttpRequest) -> bool:
     """A fragment for htmx's own requests; the full page for boosts, history restores and plain requests."""
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    htmx: HtmxDetails | None = getattr(request, "htmx", None)
+    return bool(htmx and not htmx.boosted and not htmx.history_restore_request)
 
 
 def render_page(

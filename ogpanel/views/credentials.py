@@ -11,6 +11,7 @@ request, sensitive_variables for the frames holding it).
 """
 
 import time
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -129,7 +130,7 @@ def credential_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _test_subaccounts(user, credential: Credential) -> list[int]:
+def _test_subaccounts(user: permissions.AnyUser, credential: Credential) -> list[int]:
     """What the test form offers: the credential's subaccounts the user may see, else the first they may."""
     mapped = permissions.visible(user, credential.subaccounts.values_list("number", flat=True))
     if mapped:
@@ -138,7 +139,7 @@ def _test_subaccounts(user, credential: Credential) -> list[int]:
     return [0] if scope is None else sorted(scope)[:1]
 
 
-def _detail_context(request: HttpRequest, credential: Credential, **extra) -> dict:
+def _detail_context(request: HttpRequest, credential: Credential, **extra: Any) -> dict:
     return {
         "credential": credential,
         "subaccounts": credential.subaccounts.all(),
@@ -281,7 +282,7 @@ REAUTH_FIRST = "Confirm your identity (the link above the table) before changing
 
 def _mapping_row(number: int, subaccount: Subaccount | None, form: SubaccountForm | None = None) -> dict:
     """What one row of the mapping page shows; a refused form shows what was posted and why."""
-    row = {
+    row: dict[str, Any] = {
         "number": number,
         "subaccount": subaccount,
         "errors": [],

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -75,14 +76,17 @@ def _hold(
         required = policy.needs_second_person(approvals.KINDS[kind].four_eyes, numbers)
     if not required:
         return None
-    if not approvals.approvers(kind, numbers, request.user):
+    user = request.user
+    if not user.is_authenticated:  # (never: the views asking are behind permissions.require)
+        return redirect_to_login(request.get_full_path())
+    if not approvals.approvers(kind, numbers, user):
         return common.error_response(request, nobody_message(kind, numbers), status=409)
     reason = (request.POST.get("reason", "") if reason is None else reason).strip()
     if not reason:
         return common.error_response(request, REASON_NEEDED, status=400)
     req = approvals.request_file(
         actor=common.actor(request),
-        user=request.user,
+        user=user,
         kind=kind,
         reason=reason[:500],
         subaccount=subaccount,

@@ -32,7 +32,7 @@ class _Row:
     problem: str = ""  # why the groups could not be read
 
 
-def _rows(user) -> list[_Row]:
+def _rows(user: permissions.AnyUser) -> list[_Row]:
     configured = {sub.number: sub for sub in selectors.subaccounts_for(user)}
     effective = policy.effective_many(permissions.visible(user, range(settings.OGPANEL_MAX_SUBACCOUNT + 1)))
     numbers = sorted(set(configured) | {n for n, one in effective.items() if one.source == "own"})
@@ -64,7 +64,7 @@ def _rows(user) -> list[_Row]:
     return rows
 
 
-def _may_edit_default(user) -> bool:
+def _may_edit_default(user: permissions.AnyUser) -> bool:
     return permissions.can(user, Action.MANAGE_POLICY) and permissions.in_scope_all(
         user, range(settings.OGPANEL_MAX_SUBACCOUNT + 1)
     )

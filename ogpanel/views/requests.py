@@ -24,7 +24,7 @@ SHOWN_DECIDED = 100  # decided requests on the page, newest first; the audit log
 OWN_REQUEST = "You cannot approve or reject your own request: it needs a second person."
 
 
-def _visible(user, req: ApprovalRequest) -> bool:
+def _visible(user: permissions.AnyUser, req: ApprovalRequest) -> bool:
     return req.requested_by_id == user.pk or permissions.in_scope_all(user, req.subaccounts)
 
 
@@ -35,7 +35,7 @@ def _find(request: HttpRequest, pk: int, action: Action) -> ApprovalRequest | Ht
     return req
 
 
-def _item(user, req: ApprovalRequest) -> dict:
+def _item(user: permissions.AnyUser, req: ApprovalRequest) -> dict:
     return {
         "req": req,
         "what": approvals.what(req),
@@ -116,7 +116,7 @@ def _answered(request: HttpRequest, req: ApprovalRequest, message: str, level: s
 @login_required
 @require_POST
 @require(Action.APPROVE)
-def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
+def request_approve(request: common.SignedInRequest, pk: int) -> HttpResponse:
     req = _decision(request, pk)
     if isinstance(req, HttpResponse):
         return req
@@ -139,7 +139,7 @@ def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 @require(Action.APPROVE)
-def request_reject(request: HttpRequest, pk: int) -> HttpResponse:
+def request_reject(request: common.SignedInRequest, pk: int) -> HttpResponse:
     req = _decision(request, pk)
     if isinstance(req, HttpResponse):
         return req
@@ -155,7 +155,7 @@ def request_reject(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 @require(Action.APPROVE)
-def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def request_cancel(request: common.SignedInRequest, pk: int) -> HttpResponse:
     req = _find(request, pk, Action.APPROVE)
     if isinstance(req, HttpResponse):
         return req

@@ -8,8 +8,9 @@ OGPANEL_AUDIT_CHECKPOINT_FILE and logged; `verify_audit --against FILE` checks t
 import json
 import signal
 import threading
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ogpanel import checkpoints
 
@@ -17,7 +18,7 @@ from ogpanel import checkpoints
 class Command(BaseCommand):
     help = "Write an audit checkpoint (a keyed MAC over the audit log's head) outside the database."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--every",
             type=float,
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             help="keep writing one every SECONDS while the log grows, until stopped",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if not checkpoints.keys():
             raise CommandError(
                 "Audit checkpoints need a key kept out of the database: set OGPANEL_AUDIT_CHECKPOINT_KEYS or "

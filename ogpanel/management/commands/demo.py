@@ -14,6 +14,7 @@ import io
 import logging
 import secrets
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -21,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.core.servers.basehttp import get_internal_wsgi_application
 
 from ogpanel import jobs, services
 from ogpanel.audit import Actor
 from ogpanel.models import AccessScope, Credential, Subaccount, TripAlert
-from ogpanel.simulator import start
+from ogpanel.simulator import SimulatorServer, start
 from ogpanel.watcher import Watcher, forget_observations
 
 # (label, subaccounts it serves)
@@ -49,11 +50,11 @@ DEMO_GROUPS = [
 class Command(BaseCommand):
     help = "Run the panel with the local exchange simulator and demo data (Ctrl-C stops everything)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="Panel port (default 8000).")
         parser.add_argument("--no-serve", action="store_true", help="Seed and exit (for tests).")
 
-    def handle(self, *args, port: int, no_serve: bool, **options):
+    def handle(self, *args: Any, port: int, no_serve: bool, **options: Any) -> None:
         sim_url = urlsplit(settings.OGPANEL_BASE_URLS["simulator"])
         simulator = start(
             host=sim_url.hostname or "127.0.0.1",
@@ -107,7 +108,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {username:<8} {passwords[username]}   role {role}, {where}")
 
 
-def seed(simulator, *, environment: str, base_url: str = "") -> dict[str, str]:
+def seed(simulator: SimulatorServer, *, environment: str, base_url: str = "") -> dict[str, str]:
     """Demo credentials (keys registered with `simulator`), order groups and users; returns passwords."""
     actor = Actor.system("demo")
     for label, numbers in DEMO_CREDENTIALS:
@@ -120,7 +121,9 @@ def seed(simulator, *, environment: str, base_url: str = "") -> dict[str, str]:
     return {username: _user(username, role, scope) for username, role, scope in DEMO_USERS}
 
 
-def _credential(actor: Actor, simulator, label: str, numbers: list[int], environment: str, base_url: str) -> None:
+def _credential(
+    actor: Actor, simulator: SimulatorServer, label: str, numbers: list[int], environment: str, base_url: str
+) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

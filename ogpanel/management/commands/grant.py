@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
@@ -40,7 +40,7 @@ def _os_user() -> str:
         return ""
 
 
-def _describe(user: AbstractBaseUser) -> dict:
+def _describe(user: User) -> dict:
     scope = scope_of(user)
     return {"role": role_of(user).label, "subaccounts": "all" if scope is None else sorted(scope)}
 

@@ -7,9 +7,11 @@ unless the whole file is valid; `--dry-run` lists what would change.
 """
 
 import getpass
+import sys
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ogpanel import policy_file
 from ogpanel.audit import Actor
@@ -25,14 +27,14 @@ def _os_user() -> str:
 class Command(BaseCommand):
     help = "Load the policy from a file written by policy_export (or by hand). Exit 1 if the file is not valid."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="the policy file; - for stdin")
         parser.add_argument("--dry-run", action="store_true", help="only list what would change")
         parser.add_argument("--reason", default="", help="recorded with each change (default: the file and who ran it)")
 
-    def handle(self, *args, file: str, dry_run: bool, reason: str, **options) -> None:
+    def handle(self, *args: Any, file: str, dry_run: bool, reason: str, **options: Any) -> None:
         try:
-            text = self.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+            text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
         try:
