@@ -11,7 +11,7 @@ import threading
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from ogpanel import budgets, vault
+from ogpanel import budgets, metrics, vault
 from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream
 from ogpanel.models import Credential
 
@@ -70,6 +70,7 @@ def client_for(credential: Credential) -> KalshiClient:
         timeout=(settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT),
         max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
         limiter=budgets.limiter_for(credential),
+        observer=metrics.exchange_call,
     )
     with _lock:
         previous = _clients.get(credential.pk)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ogpanel import audit, metrics
-from ogpanel.kalshi import RateLimited, ServerError
+from ogpanel.kalshi import CallRecord
 from ogpanel.models import AuditEvent, TripAlert, WatcherHeartbeat, WatcherStatus
 
 SCRAPER = "10.9.8.7"
@@ -97,41 +97,63 @@ def test_requests_are_counted_by_view_and_status(sim, subaccounts, as_viewer, as
     assert moved("ogpanel_http_request_duration_seconds_count", view="dashboard") == 3
 
 
+def _record(method: str, route: str, outcome: str, status: int | None, **tries) -> CallRecord:
+    fields = {"kind": "write", "sent": 1, "rate_limited": 0, "refused": False, **tries}
+    return CallRecord(method, route, outcome, status, max(fields["sent"], 1), seconds=0.3, waited=0.1, **fields)
+
+
 @pytest.mark.django_db
 def test_the_hooks_feed_upstream_limiter_watcher_and_sweep_series(scraper):
+    trigger_route = "/portfolio/order_groups/{order_group_id}/trigger"
     before = scraper()
-    metrics.upstream_call("GET", "/portfolio/order_groups?subaccount=3", status=200, error=None, seconds=0.05)
-    throttled = RateLimited("slow down", status=429)
-    metrics.upstream_call("PUT", "/portfolio/order_groups/og-1/trigger", status=429, error=throttled, seconds=0.1)
-    down = ServerError("down", status=503)
-    metrics.upstream_call("PUT", "/portfolio/order_groups/og-2/trigger", status=503, error=down, seconds=0.2)
+    metrics.exchange_call(_record("GET", "/portfolio/order_groups", "ok", 200, kind="read"))
+    # Two 429s, then an answer: one call, three requests.
+    metrics.exchange_call(_record("PUT", trigger_route, "ok", 200, sent=3, rate_limited=2))
+    metrics.exchange_call(_record("PUT", trigger_route, "RateLimited", 429, rate_limited=1))
+    metrics.exchange_call(_record("PUT", trigger_route, "ServerError", 503))
+    # Refused by the local limiter before anything went out: no 429, no time at the exchange.
+    metrics.exchange_call(_record("PUT", trigger_route, "RateLimited", None, sent=0, refused=True))
+    # A raw path, were one to come: the group's id does not become a label of its own.
+    metrics.exchange_call(_record("DELETE", "/portfolio/order_groups/og-1?subaccount=2", "NotFound", 404))
+    metrics.exchange_call(_record("POST", "/portfolio/order_groups/create", "ok", 201))
     metrics.limiter_waited("write", 0.4)
-    metrics.limiter_refused("write")
+    metrics.limiter_waited("write", 0.0)
+    metrics.limiter_refused("read")
     metrics.poll_failed(7)
     metrics.poll_finished(1.5)
     with metrics.sweep("trigger"):
-        metrics.sweep_group("trigger", "done")
-        metrics.sweep_group("trigger", "failed")
         running = scraper()
+    metrics.sweep_finished("trigger", 12.5, {"changed": 3, "failed": 1})
     after = scraper()
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    trigger = "PUT /portfolio/order_groups/{id}/trigger"
+    trigger = "PUT " + trigger_route
     assert moved("ogpanel_upstream_calls_total", endpoint="GET /portfolio/order_groups", outcome="ok") == 1
+    assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="ok") == 1
     assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="rate_limited") == 1
     assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="server_error") == 1
-    assert moved("ogpanel_upstream_rate_limited_total", endpoint=trigger) == 1  # the 503 is no 429
-    assert moved("ogpanel_upstream_call_duration_seconds_count", endpoint=trigger) == 2
+    assert moved("ogpanel_upstream_calls_total", endpoint=trigger, outcome="refused_locally") == 1
+    assert moved("ogpanel_upstream_requests_total", endpoint=trigger) == 5
+    assert moved("ogpanel_upstream_rate_limited_total", endpoint=trigger) == 3  # the 503 and the refusal are no 429
+    assert moved("ogpanel_upstream_call_duration_seconds_count", endpoint=trigger) == 3  # the refusal took none
+    assert moved("ogpanel_upstream_call_duration_seconds_sum", endpoint=trigger) == pytest.approx(0.6)  # no waits
+    group = "DELETE /portfolio/order_groups/{order_group_id}"
+    assert moved("ogpanel_upstream_calls_total", endpoint=group, outcome="not_found") == 1
+    assert moved("ogpanel_upstream_calls_total", endpoint="POST /portfolio/order_groups/create", outcome="ok") == 1
+    assert moved("ogpanel_rate_limiter_wait_seconds_count", kind="write") == 2
+    assert moved("ogpanel_rate_limiter_wait_seconds_bucket", kind="write", le="0.0") == 1
     assert moved("ogpanel_rate_limiter_wait_seconds_sum", kind="write") == pytest.approx(0.4)
     assert moved("ogpanel_rate_limiter_refusals_total", kind="write") == 1
+    assert moved("ogpanel_rate_limiter_refusals_total", kind="read") == 1
     assert moved("ogpanel_watcher_poll_failures_total", subaccount="7") == 1
     assert moved("ogpanel_watcher_poll_duration_seconds_count") == 1
     assert value(running, "ogpanel_sweeps_running", kind="trigger") == 1
     assert value(after, "ogpanel_sweeps_running", kind="trigger") == 0
     assert moved("ogpanel_sweep_duration_seconds_count", kind="trigger") == 1
-    assert moved("ogpanel_sweep_groups_total", kind="trigger", outcome="done") == 1
+    assert moved("ogpanel_sweep_duration_seconds_sum", kind="trigger") == pytest.approx(12.5)
+    assert moved("ogpanel_sweep_groups_total", kind="trigger", outcome="changed") == 3
     assert moved("ogpanel_sweep_groups_total", kind="trigger", outcome="failed") == 1
 
 
