@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
-from typing import Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -121,7 +121,7 @@ class KalshiClient:
     def close(self) -> None:
         self._session.close()
 
-    def stream(self, **options) -> OrderGroupStream:
+    def stream(self, **options: Any) -> OrderGroupStream:
         """The order_group_updates stream for this key, signed with the key this client already parsed."""
         return OrderGroupStream(self.base_url, self.key_id, self._private_key, **options)
 
@@ -386,7 +386,7 @@ class KalshiClient:
         self._observe(method, route, type(error).__name__, status, began, tally)
         # Raised outside the except clause on purpose: requests' exception carries the
         # signed request, and must not ride along as __context__ into logs.
-        raise error
+        raise cast(KalshiError, error)  # set by every try that did not return
 
     def _wait_for_budget(
         self, method: str, route: str, kind: Literal["read", "write"], deadline: float | None

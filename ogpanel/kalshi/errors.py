@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 class KalshiError(Exception):
@@ -105,7 +106,7 @@ class Unreachable(KalshiError):
 
 
 class Timeout(Unreachable):
-    def __init__(self, message: str, *, seconds: float, connect: bool, **kwargs) -> None:
+    def __init__(self, message: str, *, seconds: float, connect: bool, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.seconds = seconds
         self.connect = connect
@@ -127,7 +128,7 @@ class MalformedResponse(KalshiError):
 class StreamGap(KalshiError):
     """The update stream skipped a sequence number: an update was lost, so re-read the groups."""
 
-    def __init__(self, message: str, *, expected: int, received: int, **kwargs) -> None:
+    def __init__(self, message: str, *, expected: int, received: int, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.expected = expected
         self.received = received
@@ -145,7 +146,7 @@ _STATUS_ERRORS: dict[int, type[KalshiError]] = {
 }
 
 
-def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -> KalshiError:
+def error_for_status(status: int, body: bytes, *, reason: str = "", **context: Any) -> KalshiError:
     """The error an HTTP answer other than success stands for: a REST call's or a WebSocket handshake's.
 
     `context` (subaccount, order_group_id) is what the request addressed, for the operator message.
@@ -173,7 +174,7 @@ def error_for_status(status: int, body: bytes, *, reason: str = "", **context) -
     )
 
 
-def rejection_in(status: int, body: object, **context) -> Rejected | None:
+def rejection_in(status: int, body: object, **context: Any) -> Rejected | None:
     """The refusal a success answer's parsed body carries, if any: `{"error": ...}` or a `code`/`message` pair."""
     if not isinstance(body, dict):
         return None

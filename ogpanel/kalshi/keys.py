@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 from decimal import Decimal, InvalidOperation
+from typing import TypeGuard
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,7 +44,7 @@ def validate_exchange_index(value: object) -> int:
     return int(value)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

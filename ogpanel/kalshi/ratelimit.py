@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ogpanel.kalshi.errors import RateLimited
 
@@ -221,7 +221,7 @@ class RateLimiter:
         self._retry_at = 0.0
 
     @classmethod
-    def for_tier(cls, tier: str, **kwargs) -> RateLimiter:
+    def for_tier(cls, tier: str, **kwargs: Any) -> RateLimiter:
         return cls(Budget.for_tier(tier), **kwargs)
 
     @property
@@ -286,7 +286,7 @@ class RateLimiter:
     def _reserve(self, kind: Kind, cost: float, max_wait: float) -> float | None:
         return self._use(lambda store, bucket: store.reserve(self._key(kind), cost, bucket, max_wait), kind)
 
-    def _use(self, operation, kind: Kind):
+    def _use[T](self, operation: Callable[[BucketStore, Bucket], T], kind: Kind) -> T:
         """Run `operation(store, bucket)` on the shared store, or on this process's share while it is down."""
         if self.shared or self.clock() >= self._retry_at:
             try:

@@ -7,6 +7,7 @@ field, or a value of the wrong type, is a MalformedResponse rather than a guess.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from ogpanel.kalshi.errors import MalformedResponse
 from ogpanel.kalshi.keys import whole_contracts
@@ -87,7 +88,11 @@ class EndpointCosts:
     costs: dict[tuple[str, str], int]  # (METHOD, route as ratelimit.route_key makes it) -> tokens
 
 
-def parse_field(obj: dict, name: str, kind: type, where: str, *, required: bool) -> object:
+@overload
+def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: Literal[True]) -> T: ...
+@overload
+def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: Literal[False]) -> T | None: ...
+def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: bool) -> T | None:
     value = obj.get(name)
     if value is None:
         if required:

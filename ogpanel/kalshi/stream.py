@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -155,6 +156,7 @@ class OrderGroupStream:
             logger=_websockets_logger,
         )
         opened = ExitStack()
+        error: KalshiError | None
         try:
             # As a context manager: websockets' documented way to hold a connection open.
             ws = opened.enter_context(connector)
@@ -192,6 +194,7 @@ class OrderGroupStream:
             raise Unreachable("the stream is not connected")
         deadline = time.monotonic() + timeout
         while True:
+            lost: Unreachable | None
             try:
                 raw = ws.recv(timeout=max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
@@ -328,7 +331,7 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     return f"the exchange closed the stream (close code {exc.rcvd.code})"
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -337,7 +340,7 @@ def _is_int(value: object) -> bool:
 
 def _handshake_error(exc: Exception, open_timeout: float) -> KalshiError:
     if isinstance(exc, InvalidStatus):
-        return error_for_status(exc.response.status_code, exc.response.body or b"")
+        return error_for_status(exc.response.status_code, bytes(exc.response.body or b""))
     if isinstance(exc, TimeoutError):  # TCP connect or the handshake reply
         return Timeout("WebSocket handshake timed out", seconds=open_timeout, connect=True)
     if isinstance(exc, ConnectionRefusedError):

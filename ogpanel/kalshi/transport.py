@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from http.client import RemoteDisconnected
 
 import requests
@@ -60,7 +61,7 @@ _REASONS: list[tuple[tuple[type[BaseException], ...], str]] = [
 ]
 
 
-def _exception_chain(exc: BaseException):
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
     """Every exception wrapped inside `exc` (requests nests urllib3's, which nests the socket's)."""
     seen: set[int] = set()
     stack = [exc]
