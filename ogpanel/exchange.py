@@ -4,6 +4,7 @@ Parsing a private key costs ~40 ms and a TLS handshake more, so a client (its pa
 its pooled session) is built once and reused until the credential's key, key id, base URL,
 account or tier changes. Only this cache lives in process memory; the rate budget it draws on
 is its account's (budgets.py), shared by every credential of the account and every process.
+Every call a client makes is reported to the metrics (metrics.exchange_call, its observer).
 """
 
 import threading
