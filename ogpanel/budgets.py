@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import redis
 from django.conf import settings
 
-from ogpanel import sharedcache
+from ogpanel import metrics, sharedcache
 from ogpanel.kalshi import (
     Bucket,
     Budget,
@@ -150,7 +150,11 @@ def limiter_for(credential: Credential) -> RateLimiter:
         limiter = _limiters.get(account)
         if limiter is None:
             limiter = _limiters[account] = RateLimiter(
-                configured_budget(credential), store=_shared_store(), name=account, shares=settings.OGPANEL_PROCESSES
+                configured_budget(credential),
+                store=_shared_store(),
+                name=account,
+                shares=settings.OGPANEL_PROCESSES,
+                on_wait=metrics.limiter_waited,
             )
             remembered = sharedcache.cache.get(_remembered_key(account))
             if remembered is not None:

@@ -4,6 +4,7 @@ Parsing a private key costs ~40 ms and a TLS handshake more, so a client (its pa
 its pooled session) is built once and reused until the credential's key, key id, base URL,
 account or tier changes. Only this cache lives in process memory; the rate budget it draws on
 is its account's (budgets.py), shared by every credential of the account and every process.
+Every call a client makes is reported to the metrics (metrics.exchange_call, its observer).
 """
 
 import threading
@@ -11,7 +12,7 @@ import threading
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
-from ogpanel import budgets, vault
+from ogpanel import budgets, metrics, vault
 from ogpanel.kalshi import KalshiClient, KalshiError, OrderGroupStream
 from ogpanel.models import Credential
 
@@ -70,6 +71,7 @@ def client_for(credential: Credential) -> KalshiClient:
         timeout=(settings.OGPANEL_CONNECT_TIMEOUT, settings.OGPANEL_READ_TIMEOUT),
         max_subaccount=settings.OGPANEL_MAX_SUBACCOUNT,
         limiter=budgets.limiter_for(credential),
+        observer=metrics.exchange_call,
     )
     with _lock:
         previous = _clients.get(credential.pk)

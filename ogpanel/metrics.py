@@ -3,11 +3,14 @@
 Two kinds of series:
 
 - Counted in process, by a hook called where the thing happens: requests by view and status
-  (RequestMetricsMiddleware), calls to the exchange by endpoint and outcome and its 429s, waits
-  for the local rate limiter, the watcher's failed reads, kill-switch sweeps.
+  (RequestMetricsMiddleware), calls to the exchange by endpoint and outcome and its 429s (the
+  client's observer, set in exchange.client_for), waits for the local rate limiter and its
+  refusals (its on_wait, set in budgets.limiter_for), the watcher's failed reads, kill-switch
+  sweeps running (sweeps.sweep_run) and finished (sweeps.sweep_finished).
 - Read from the database at scrape time, where the state already lives (DatabaseCollector): how
   long ago the trip watch last polled, which subaccounts its last read failed on, undelivered trip
-  alerts. Every panel process reads the same rows, so these need no sharing.
+  alerts, unfinished kill-switch sweeps and what they have left. Every panel process reads the
+  same rows, so these need no sharing.
 
 Under gunicorn every worker counts its own. With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py
 sets it) each worker writes its counts to files there and whichever worker answers /metrics adds
@@ -27,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
     from django.http import HttpRequest, HttpResponse
 
+    from ogpanel.kalshi import CallRecord
+
 logger = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,16 +60,29 @@ REQUEST_SECONDS = Histogram(
 )
 UPSTREAM_CALLS = Counter(
     "ogpanel_upstream_calls",
-    "Calls to the exchange's REST API by endpoint and outcome (ok, or the error's kind); each retry counts.",
+    "Calls to the exchange's REST API by endpoint and outcome: ok, the error's kind (rate_limited for the "
+    "exchange's 429, timeout, server_error, ...), or refused_locally when the local rate limiter would not send it. "
+    "One per call, its retries included.",
     ["endpoint", "outcome"],
 )
-UPSTREAM_SECONDS = Histogram(
-    "ogpanel_upstream_call_duration_seconds", "Time of one call to the exchange, by endpoint.", ["endpoint"]
+UPSTREAM_REQUESTS = Counter(
+    "ogpanel_upstream_requests",
+    "HTTP requests sent to the exchange by endpoint: every try of a call, so retries show against calls.",
+    ["endpoint"],
 )
-UPSTREAM_429 = Counter("ogpanel_upstream_rate_limited", "HTTP 429 answers from the exchange by endpoint.", ["endpoint"])
+UPSTREAM_SECONDS = Histogram(
+    "ogpanel_upstream_call_duration_seconds",
+    "Time of one call to the exchange, by endpoint: its tries and the backoff between them, "
+    "not its waits for the local rate limiter (ogpanel_rate_limiter_wait_seconds).",
+    ["endpoint"],
+)
+UPSTREAM_429 = Counter(
+    "ogpanel_upstream_rate_limited", "HTTP 429 answers from the exchange by endpoint, every try's.", ["endpoint"]
+)
 LIMITER_WAIT = Histogram(
     "ogpanel_rate_limiter_wait_seconds",
-    "Time a call waited for the local rate limiter's budget before it was sent, by kind (read, write).",
+    "Time each request let through by the local rate limiter waited for its budget first (0: none), by kind "
+    "(read, write).",
     ["kind"],
     buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
@@ -85,34 +103,41 @@ POLL_SECONDS = Histogram(
 )
 SWEEP_SECONDS = Histogram(
     "ogpanel_sweep_duration_seconds",
-    "Kill-switch sweeps from start to end, by kind (trigger, reset).",
+    "Kill-switch sweeps from the press to their recorded result, whoever ran them, by kind (trigger, reset).",
     ["kind"],
     buckets=(1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
 )
 SWEEP_GROUPS = Counter(
     "ogpanel_sweep_groups",
-    "Order groups kill-switch sweeps have dealt with, by kind and outcome (done, failed, ...): their progress.",
+    "Order groups of finished kill-switch sweeps by kind and outcome: changed (and verified), already, "
+    "unverified, failed, gone, unknown (the call's answer never came), not_sent.",
     ["kind", "outcome"],
 )
 SWEEPS_RUNNING = Gauge(
-    "ogpanel_sweeps_running", "Kill-switch sweeps under way, by kind.", ["kind"], multiprocess_mode="livesum"
+    "ogpanel_sweeps_running",
+    "Kill-switch sweeps this process (or, summed, every panel process) is running, by kind.",
+    ["kind"],
+    multiprocess_mode="livesum",
 )
 
 # --- hooks ---------------------------------------------------------------------------------------
 
-_GROUP_IN_PATH = re.compile(r"(/order_groups)/[^/]+")
+# A group's id in a path, were one ever to come instead of its route: one series per group would
+# grow without bound through a sweep. The templates ("{order_group_id}") and "create" stay.
+_GROUP_IN_PATH = re.compile(r"(/order_groups)/(?!create(?:/|$))[^/{][^/]*")
 _WORD = re.compile(r"(?<!^)(?=[A-Z])")
+REFUSED_LOCALLY = "refused_locally"
 
 
-def endpoint_label(method: str, path: str) -> str:
-    """ "PUT /portfolio/order_groups/{id}/trigger": one label per endpoint, whatever the group."""
-    template = _GROUP_IN_PATH.sub(r"\1/{id}", path.split("?", 1)[0])
+def endpoint_label(method: str, route: str) -> str:
+    """ "PUT /portfolio/order_groups/{order_group_id}/trigger": one label per endpoint, whatever the group."""
+    template = _GROUP_IN_PATH.sub(r"\1/{order_group_id}", route.split("?", 1)[0])
     return f"{method.upper()} {template}"
 
 
-def outcome_label(error: BaseException | None) -> str:
-    """ "ok", or the error's kind from its class: RateLimited -> "rate_limited", Timeout -> "timeout"."""
-    return "ok" if error is None else _WORD.sub("_", type(error).__name__).lower()
+def outcome_label(outcome: str) -> str:
+    """ "ok", or the error's kind from its class name: "RateLimited" -> "rate_limited", "Timeout" -> "timeout"."""
+    return _WORD.sub("_", outcome).lower()
 
 
 def request_finished(view: str, status: int, seconds: float) -> None:
@@ -120,21 +145,26 @@ def request_finished(view: str, status: int, seconds: float) -> None:
     REQUEST_SECONDS.labels(view=view).observe(seconds)
 
 
-def upstream_call(method: str, path: str, *, status: int | None, error: BaseException | None, seconds: float) -> None:
-    """One HTTP exchange with the exchange (an attempt: a retried call reports each try).
+def exchange_call(record: CallRecord) -> None:
+    """The exchange client's observer (exchange.client_for): one call, its retries included.
 
-    `path` is the API path the client signed, without the base URL's; `status` is None when no
-    answer came (timeout, refused connection).
+    A call the local rate limiter refused is its refusal, not the exchange's 429; one refused
+    before any try went out took no time at the exchange either.
     """
-    endpoint = endpoint_label(method, path)
-    UPSTREAM_CALLS.labels(endpoint=endpoint, outcome=outcome_label(error)).inc()
-    UPSTREAM_SECONDS.labels(endpoint=endpoint).observe(seconds)
-    if status == 429:
-        UPSTREAM_429.labels(endpoint=endpoint).inc()
+    endpoint = endpoint_label(record.method, record.route)
+    outcome = REFUSED_LOCALLY if record.refused else outcome_label(record.outcome)
+    UPSTREAM_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
+    if record.sent:
+        UPSTREAM_REQUESTS.labels(endpoint=endpoint).inc(record.sent)
+        UPSTREAM_SECONDS.labels(endpoint=endpoint).observe(max(record.seconds - record.waited, 0.0))
+    if record.rate_limited:
+        UPSTREAM_429.labels(endpoint=endpoint).inc(record.rate_limited)
+    if record.refused:
+        limiter_refused(record.kind)
 
 
 def limiter_waited(kind: str, seconds: float) -> None:
-    """The local rate limiter let a call through after `seconds` (0 when the budget had room)."""
+    """The local rate limiter's on_wait (budgets.limiter_for): a request let through after `seconds` (0: at once)."""
     LIMITER_WAIT.labels(kind=kind).observe(seconds)
 
 
@@ -152,20 +182,21 @@ def poll_finished(seconds: float) -> None:
 
 @contextmanager
 def sweep(kind: str) -> Iterator[None]:
-    """Around a whole kill-switch sweep: counts it as running, then records how long it took."""
+    """Around one process's run of a kill-switch sweep (a run may end before the sweep does: a lost lease)."""
     running = SWEEPS_RUNNING.labels(kind=kind)
     running.inc()
-    began = time.monotonic()
     try:
         yield
     finally:
         running.dec()
-        SWEEP_SECONDS.labels(kind=kind).observe(time.monotonic() - began)
 
 
-def sweep_group(kind: str, outcome: str) -> None:
-    """A sweep is done with one order group: `outcome` is "done", "failed", or the sweep's own word."""
-    SWEEP_GROUPS.labels(kind=kind, outcome=outcome).inc()
+def sweep_finished(kind: str, seconds: float, groups: Mapping[str, int]) -> None:
+    """A sweep's result is recorded (once, by whichever process finished it): `seconds` since the
+    press, and how many of its order groups ended in each outcome."""
+    SWEEP_SECONDS.labels(kind=kind).observe(seconds)
+    for outcome, count in groups.items():
+        SWEEP_GROUPS.labels(kind=kind, outcome=outcome).inc(count)
 
 
 class RequestMetricsMiddleware:
@@ -190,7 +221,7 @@ class RequestMetricsMiddleware:
 
 
 class DatabaseCollector(Collector):
-    """The trip watch's state and the alert outbox, as the watcher last wrote them."""
+    """The trip watch's state and the alert outbox, as the watcher last wrote them; sweeps left unfinished."""
 
     def collect(self) -> Iterable[Metric]:
         from django.db import DatabaseError
@@ -247,6 +278,63 @@ class DatabaseCollector(Collector):
         )
         abandoned.add_metric([], undelivered.filter(next_attempt_at=None).count())
         yield from (pending, abandoned)
+        yield from self._sweeps(now)
+
+    def _sweeps(self, now: datetime) -> Iterator[Metric]:
+        """Unfinished sweeps and what they have left, whichever process runs them (or none does)."""
+        from django.db.models import Count, Min
+
+        from ogpanel.models import Sweep, SweepGroup, SweepTarget
+        from ogpanel.sweeps import RESET, TRIGGER
+
+        kinds = {TRIGGER: "trigger", RESET: "reset"}
+        unfinished = GaugeMetricFamily(
+            "ogpanel_sweeps_unfinished", "Kill-switch sweeps without a result yet, by kind.", labels=["kind"]
+        )
+        oldest = GaugeMetricFamily(
+            "ogpanel_sweep_oldest_unfinished_age_seconds",
+            "Seconds since the oldest unfinished kill-switch sweep was pressed, by kind.",
+            labels=["kind"],
+        )
+        subaccounts = GaugeMetricFamily(
+            "ogpanel_sweep_subaccounts_to_go",
+            "Subaccounts unfinished kill-switch sweeps have not finished with, by kind.",
+            labels=["kind"],
+        )
+        groups = GaugeMetricFamily(
+            "ogpanel_sweep_groups_to_go",
+            "Order groups of unfinished kill-switch sweeps still to go: not sent yet, or sent and not answered.",
+            labels=["kind"],
+        )
+        sweeps = {
+            row["action"]: row
+            for row in Sweep.objects.filter(finished_at__isnull=True)
+            .order_by()
+            .values("action")
+            .annotate(count=Count("pk"), oldest=Min("created_at"))
+        }
+        open_targets = dict(
+            SweepTarget.objects.filter(sweep__finished_at__isnull=True, done=False)
+            .order_by()
+            .values_list("sweep__action")
+            .annotate(count=Count("pk"))
+        )
+        to_go = dict(
+            SweepGroup.objects.filter(
+                target__sweep__finished_at__isnull=True, state__in=[SweepGroup.State.TO_GO, SweepGroup.State.SENT]
+            )
+            .order_by()
+            .values_list("target__sweep__action")
+            .annotate(count=Count("pk"))
+        )
+        for action, kind in kinds.items():
+            row = sweeps.get(action)
+            unfinished.add_metric([kind], row["count"] if row else 0)
+            if row:
+                oldest.add_metric([kind], (now - row["oldest"]).total_seconds())
+            subaccounts.add_metric([kind], open_targets.get(action, 0))
+            groups.add_metric([kind], to_go.get(action, 0))
+        yield from (unfinished, oldest, subaccounts, groups)
 
 
 # --- exposition and access -----------------------------------------------------------------------

@@ -162,6 +162,25 @@ def sweep_progress(sweep: Sweep, visible: list[int] | None = None, *, now: datet
     return Progress(sweep, lines, tuple(groups), rate, accounts, tier, pace, eta, stalled)
 
 
+# A group's outcome in a finished sweep, in one word each (the metrics' labels).
+_WORDS = {
+    State.CHANGED: "changed",
+    State.ALREADY: "already",
+    State.FAILED: "failed",
+    State.GONE: "gone",
+    State.SENT: "unknown",  # its call's answer never came, and no listing settled it
+    State.TO_GO: "not_sent",
+}
+
+
+def group_outcomes(sweep: Sweep) -> Counter[str]:
+    """How many of the sweep's groups ended which way; "changed" only when a listing verified it."""
+    outcomes: Counter[str] = Counter()
+    for state, verified in SweepGroup.objects.filter(target__sweep=sweep).values_list("state", "verified"):
+        outcomes["unverified" if state == State.CHANGED and not verified else _WORDS[State(state)]] += 1
+    return outcomes
+
+
 def sweeps_for(visible: list[int] | None, *, limit: int = 10) -> list[Sweep]:
     """Unfinished sweeps, then the latest finished ones, touching any of the `visible` subaccounts."""
     found = Sweep.objects.all()

@@ -33,7 +33,7 @@ from typing import Protocol
 from django.db.models import F
 from django.utils import timezone
 
-from ogpanel import audit, checkpoints, exchange, selectors
+from ogpanel import audit, checkpoints, exchange, metrics, selectors, sweep_progress
 from ogpanel.audit import Actor
 from ogpanel.kalshi import KalshiError
 from ogpanel.models import AuditEvent, OpenAttempt, Subaccount, Sweep, SweepGroup, SweepTarget
@@ -400,6 +400,7 @@ def sweep_run(sweep_id: int, lease: Lease) -> bool:
     Sweep.objects.filter(pk=sweep_id).update(runs=F("runs") + 1)
     sweep.runs += 1
     with (
+        metrics.sweep(_per_group(sweep.action)),
         ThreadPoolExecutor(max_workers=selectors.FAN_OUT_WORKERS, thread_name_prefix="ogpanel-sweep-read") as readers,
         ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="ogpanel-sweep-write") as writers,
     ):
@@ -468,7 +469,11 @@ def sweep_finished(sweep: Sweep) -> None:
     """Called once per sweep, right after its result is recorded: what follows every sweep.
 
     A checkpoint seals the log's head with the sweep in it, outside the database (checkpoints.py);
-    it never raises, and does nothing without a checkpoint key.
+    it never raises, and does nothing without a checkpoint key. The metrics hear how long it took
+    and how its groups ended.
     """
     logger.info("kill switch sweep %s (%s) finished after %s run(s)", sweep.pk, sweep.action, sweep.runs)
     checkpoints.write(reason=sweep.action)
+    if sweep.finished_at is not None:
+        seconds = (sweep.finished_at - sweep.created_at).total_seconds()
+        metrics.sweep_finished(_per_group(sweep.action), seconds, sweep_progress.group_outcomes(sweep))

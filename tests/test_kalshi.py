@@ -760,7 +760,8 @@ def test_calls_inside_a_deadline_share_it(sim, rsa_pem):
 
 def test_a_rate_budget_wait_longer_than_the_deadline_is_refused_at_once(sim, rsa_pem):
     limiter = RateLimiter(Budget("test", Bucket(100, 100), Bucket(10, 10)), margin=0.0)  # one write a second
-    with KalshiClient(sim.base_url, SIM_KEY_ID, rsa_pem, limiter=limiter) as client:
+    heard = []
+    with KalshiClient(sim.base_url, SIM_KEY_ID, rsa_pem, limiter=limiter, observer=heard.append) as client:
         group_id = sim.create_group(0, 10)
         client.trigger_order_group(group_id)
         began = time.monotonic()
@@ -768,6 +769,11 @@ def test_a_rate_budget_wait_longer_than_the_deadline_is_refused_at_once(sim, rsa
             client.trigger_order_group(group_id)
         assert time.monotonic() - began < 0.3
     assert caught.value.status is None and len(sim.requests) == 1
+    # The observer can tell the limiter's refusal from the exchange's 429.
+    assert [(r.outcome, r.status, r.sent, r.rate_limited, r.refused) for r in heard] == [
+        ("ok", 200, 1, 0, False),
+        ("RateLimited", None, 0, 0, True),
+    ]
 
 
 def test_a_429_makes_the_limiter_wait_for_the_exchanges_bucket(stub, rsa_pem):
@@ -784,16 +790,19 @@ def test_the_observer_hears_every_call_with_its_outcome_and_waits(kalshi, sim):
     heard = []
     kalshi.observer = heard.append
     group_id = sim.create_group(1, 10)
+    sim.set_fault("rate_limit", times=1)
     kalshi.list_order_groups(subaccount=1)
     sim.set_fault("error", status=500, times=1)
     kalshi.trigger_order_group(group_id, subaccount=1)
     with pytest.raises(NotFound):
         kalshi.reset_order_group("og_missing", subaccount=1)
-    assert [(r.method, r.route, r.outcome, r.status, r.attempts) for r in heard] == [
-        ("GET", "/portfolio/order_groups", "ok", 200, 1),
-        ("PUT", "/portfolio/order_groups/{order_group_id}/trigger", "ok", 200, 2),
-        ("PUT", "/portfolio/order_groups/{order_group_id}/reset", "NotFound", 404, 1),
+    seen = [(r.method, r.route, r.outcome, r.status, r.attempts, r.kind, r.sent, r.rate_limited) for r in heard]
+    assert seen == [
+        ("GET", "/portfolio/order_groups", "ok", 200, 2, "read", 2, 1),
+        ("PUT", "/portfolio/order_groups/{order_group_id}/trigger", "ok", 200, 2, "write", 2, 0),
+        ("PUT", "/portfolio/order_groups/{order_group_id}/reset", "NotFound", 404, 1, "write", 1, 0),
     ]
+    assert not any(r.refused for r in heard)
     assert all(r.seconds >= r.waited == 0 for r in heard)
 
 

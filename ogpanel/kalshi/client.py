@@ -13,8 +13,9 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -26,6 +27,7 @@ from ogpanel.kalshi.errors import (
     InvalidInput,
     KalshiError,
     MalformedResponse,
+    RateLimited,
     Timeout,
     error_for_status,
     rejection_in,
@@ -329,17 +331,23 @@ class KalshiClient:
         began = time.monotonic()
         deadline = ends_at()
         tries_end: float | None = None
-        waited, status, attempt = 0.0, None, 0
+        tally = _Tally(kind)
+        status: int | None = None
         error: KalshiError | None = None
         previous: KalshiError | None = None
         try:
             for attempt in range(1, 2 + (self.retries if retry else 0)):
+                tally.attempts = attempt
                 if attempt > 1:
                     pause = self.backoff * 2 ** (attempt - 2) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
                     if _left(tries_end, deadline) < pause + MIN_ATTEMPT_SECONDS:
                         break  # no time for another try: the last error stands
                     time.sleep(pause)
-                waited += self._wait_for_budget(method, route, kind, deadline)
+                try:
+                    tally.waited += self._wait_for_budget(method, route, kind, deadline)
+                except RateLimited as refusal:  # the local limiter's, before anything was sent
+                    error, tally.refused = refusal, True
+                    break
                 tries_end = tries_end or time.monotonic() + sum(self.timeout)
                 left = _left(tries_end, deadline)
                 if left < MIN_ATTEMPT_SECONDS:
@@ -347,6 +355,7 @@ class KalshiClient:
                     break
                 timeout = (min(self.timeout[0], left), min(self.timeout[1], left))
                 previous = error
+                tally.sent += 1
                 try:
                     response = self._send(method, path, params, json_body, timeout)
                 except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -358,26 +367,26 @@ class KalshiClient:
                         body = _json(response) if status != 204 else {}
                         error = rejection_in(status, body, subaccount=subaccount, order_group_id=order_group_id)
                         if error is None:
-                            self._observe(method, route, "ok", status, attempt, began, waited)
+                            self._observe(method, route, "ok", status, began, tally)
                             return body
                         retryable = False  # a refusal, however it is dressed
                     else:
                         error = _error_from(response, subaccount, order_group_id)
                         retryable = status in RETRY_STATUSES
-                        if status == 429 and self.limiter is not None:
-                            self.limiter.exhausted(kind)
+                        if status == 429:
+                            tally.rate_limited += 1
+                            if self.limiter is not None:
+                                self.limiter.exhausted(kind)
                 if not retryable:
                     break
-        except KalshiError as exc:  # the rate budget would take longer than there is, or a body we cannot read
+        except KalshiError as exc:  # a body we cannot read
             error = exc
         if isinstance(error, Timeout) and previous is not None and error.seconds < self.timeout[1]:
             error = previous  # a last try cut short by the budget: what the exchange said before is the news
-        if error is None:  # (never: a try that does not return leaves its error)
-            error = _out_of_time()
-        self._observe(method, route, type(error).__name__, status, attempt, began, waited)
+        self._observe(method, route, type(error).__name__, status, began, tally)
         # Raised outside the except clause on purpose: requests' exception carries the
         # signed request, and must not ride along as __context__ into logs.
-        raise error
+        raise cast(KalshiError, error)  # set by every try that did not return
 
     def _wait_for_budget(
         self, method: str, route: str, kind: Literal["read", "write"], deadline: float | None
@@ -388,12 +397,22 @@ class KalshiClient:
         max_wait = None if deadline is None else deadline - time.monotonic()
         return self.limiter.acquire(kind, self.limiter.cost(method, route), max_wait=max_wait)
 
-    def _observe(
-        self, method: str, route: str, outcome: str, status: int | None, attempts: int, began: float, waited: float
-    ) -> None:
+    def _observe(self, method: str, route: str, outcome: str, status: int | None, began: float, tally: _Tally) -> None:
         charge(time.monotonic() - began)  # every call ends here: its time comes off the request's deadline
         if self.observer is not None:
-            record = CallRecord(method, route, outcome, status, attempts, time.monotonic() - began, waited)
+            record = CallRecord(
+                method,
+                route,
+                outcome,
+                status,
+                tally.attempts,
+                time.monotonic() - began,
+                tally.waited,
+                kind=tally.kind,
+                sent=tally.sent,
+                rate_limited=tally.rate_limited,
+                refused=tally.refused,
+            )
             self.observer(record)
 
     def _send(
@@ -415,6 +434,18 @@ class KalshiClient:
             timeout=timeout,
             allow_redirects=False,
         )
+
+
+@dataclass
+class _Tally:
+    """What one call's tries came to, for its CallRecord."""
+
+    kind: Literal["read", "write"]
+    attempts: int = 0
+    sent: int = 0
+    rate_limited: int = 0
+    refused: bool = False
+    waited: float = 0.0
 
 
 def _left(tries_end: float | None, deadline: float | None) -> float:

@@ -146,7 +146,7 @@ _STATUS_ERRORS: dict[int, type[KalshiError]] = {
 }
 
 
-def error_for_status(status: int, body: bytes | bytearray, *, reason: str = "", **context: Any) -> KalshiError:
+def error_for_status(status: int, body: bytes, *, reason: str = "", **context: Any) -> KalshiError:
     """The error an HTTP answer other than success stands for: a REST call's or a WebSocket handshake's.
 
     `context` (subaccount, order_group_id) is what the request addressed, for the operator message.
@@ -184,7 +184,7 @@ def rejection_in(status: int, body: object, **context: Any) -> Rejected | None:
     return Rejected(message, status=status, code=code, details=details, **context)
 
 
-def _error_fields(status: int, body: bytes | bytearray, reason: str) -> tuple[str | None, str, str | None]:
+def _error_fields(status: int, body: bytes, reason: str) -> tuple[str | None, str, str | None]:
     """(code, message, details) from any error body shape seen in the wild: nested, flat or bare (§6)."""
     try:
         parsed = json.loads(body)

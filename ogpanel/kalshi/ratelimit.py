@@ -187,7 +187,8 @@ class RateLimiter:
 
     `store` is shared by every process (Redis in production; this process's memory by default);
     `shares` is how many processes split the budget while it is down. `clock` and `sleep` are
-    seams for tests; `on_wait(kind, seconds)` hears every wait (a metrics hook).
+    seams for tests; `on_wait(kind, seconds)` hears every request let through and how long it
+    must wait first, 0 for none (a metrics hook).
     """
 
     def __init__(
@@ -243,9 +244,9 @@ class RateLimiter:
                 f"local {kind} budget of account {self.name!r} exhausted beyond {limit:g} s",
                 operator_message="Too many requests are queued for this exchange account; try again shortly.",
             )
+        if self.on_wait is not None:
+            self.on_wait(kind, wait)
         if wait > 0:
-            if self.on_wait is not None:
-                self.on_wait(kind, wait)
             self.sleep(wait)
         return wait
 

@@ -21,10 +21,14 @@ class CallRecord:
     method: str
     route: str  # e.g. "/portfolio/order_groups/{order_group_id}/trigger"
     outcome: str  # "ok", or the error's class name: "RateLimited", "Timeout", "Rejected", ...
-    status: int | None
+    status: int | None  # the last HTTP status the exchange answered with (None: no answer came)
     attempts: int
     seconds: float  # the whole call, rate-limiter waits included
     waited: float  # of which waiting for the rate budget
+    kind: str  # the budget it drew on: "read" or "write"
+    sent: int  # tries that went out to the exchange
+    rate_limited: int  # of those, how many the exchange answered 429
+    refused: bool  # the local rate limiter refused the last try: RateLimited, and that try was not sent
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class EndpointCosts:
 @overload
 def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: Literal[True]) -> T: ...
 @overload
-def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: bool) -> T | None: ...
+def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: Literal[False]) -> T | None: ...
 def parse_field[T](obj: dict, name: str, kind: type[T], where: str, *, required: bool) -> T | None:
     value = obj.get(name)
     if value is None:

@@ -194,6 +194,7 @@ class OrderGroupStream:
             raise Unreachable("the stream is not connected")
         deadline = time.monotonic() + timeout
         while True:
+            lost: Unreachable | None
             try:
                 raw = ws.recv(timeout=max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
@@ -201,7 +202,7 @@ class OrderGroupStream:
             except ConnectionClosed as exc:
                 if self._ws is not ws:  # close() was called meanwhile
                     return None
-                lost: Unreachable | None = Unreachable(_closed_reason(exc))
+                lost = Unreachable(_closed_reason(exc))
             else:
                 lost = None
             if lost is not None:
@@ -339,7 +340,7 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 def _handshake_error(exc: Exception, open_timeout: float) -> KalshiError:
     if isinstance(exc, InvalidStatus):
-        return error_for_status(exc.response.status_code, exc.response.body or b"")
+        return error_for_status(exc.response.status_code, bytes(exc.response.body or b""))
     if isinstance(exc, TimeoutError):  # TCP connect or the handshake reply
         return Timeout("WebSocket handshake timed out", seconds=open_timeout, connect=True)
     if isinstance(exc, ConnectionRefusedError):
