@@ -21,8 +21,8 @@ The cache is sharedcache's: with Redis down, listings are shared within this pro
 import logging
 import threading
 import time
-from concurrent import futures
 from collections.abc import Mapping
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

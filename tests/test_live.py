@@ -1,9 +1,13 @@
-"""/live, the change stamp an open dashboard checks: it moves with a trip, only in scope, for the signed-in, in a few bytes.
+"""/live, the stamp an open dashboard checks: it moves with a trip, only in scope, for the signed-in, in few bytes.
 
 The trips are made at the simulator by fills (another client), and recorded by the watcher's own poll.
 """
 
+from datetime import timedelta
+
 import pytest
+from django.test import Client
+from django.utils import timezone
 
 from ogpanel import selectors
 from ogpanel.models import AuditEvent
@@ -127,3 +131,19 @@ def test_the_dashboard_carries_its_stamp_and_the_triggered_count_in_its_title(si
     assert "<title>(2 triggered) Order groups · ogpanel</title>" in page
     assert f'data-stamp="{stamp(as_viewer)}" data-triggered="2"' in page
     assert 'data-live-url="/live"' in page
+
+
+@pytest.mark.django_db
+def test_checks_alone_do_not_keep_an_unattended_session_signed_in(settings, subaccounts, viewer, monkeypatch):
+    start, idle = timezone.now(), settings.OGPANEL_SESSION_IDLE_SECONDS
+    client = Client()
+    assert client.post("/accounts/login/", {"username": "vera", "password": "vera-password-1"}).status_code == 302
+    for seconds in range(60, idle, 60):  # nobody looks: only the page's checks ask
+        monkeypatch.setattr(timezone, "now", lambda seconds=seconds: start + timedelta(seconds=seconds))
+        stamp(client)
+    monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=idle + 1))
+
+    answer = client.get("/live", headers={"HX-Request": "true", "HX-Trigger": "live"})
+
+    assert answer["HX-Redirect"].startswith("/accounts/login/") and b"stamp" not in answer.content
+    assert "_auth_user_id" not in client.session

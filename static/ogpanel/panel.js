@@ -146,7 +146,10 @@
       cache: "no-store",
     })
       .then(function (answer) {
-        if (answer.redirected || !answer.ok) return null; // signed out or failing: the slower refresh shows it
+        // Signed out (idle, or elsewhere): reload, which lands on the sign-in page with this one as next.
+        var signedOut = answer.redirected || answer.headers.has("HX-Redirect");
+        if (signedOut) window.location.reload();
+        if (signedOut || !answer.ok) return null; // failing: the slower refresh shows it
         return answer.json();
       })
       .then(function (body) {

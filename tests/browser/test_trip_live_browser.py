@@ -1,4 +1,4 @@
-"""A trip made at the exchange reaches an open dashboard by itself: the row turns red, the tab title counts it, a notification.
+"""A trip made at the exchange reaches an open dashboard by itself: its row turns red, the tab title counts it.
 
 The watcher runs as `manage.py watch_order_groups` runs it (its loop in a thread here), with its
 stream connected and an hour between polls: only the stream can bring the trip in. The trip is a
