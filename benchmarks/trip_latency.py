@@ -8,7 +8,8 @@ trip. The panel runs under gunicorn (2 workers, as deployed but smaller), the wa
 `manage.py watch_order_groups` in its own process, and Debian's Chromium (Playwright) keeps the
 dashboard open, signed in as a viewer. Each trip is a fill over a spare group's limit made
 straight in the simulator (another client, never the panel); it is timed from just before that
-fill until Playwright sees the group's row carry `is-triggered` (red), without a reload. The
+fill until the group's row carries `is-triggered` (red) in the page, without a reload (a
+MutationObserver in the page notes the time: the browser and this script share the clock). The
 dashboard's slower full refresh is switched off (OGPANEL_REFRESH_SECONDS=3600): what brings the
 trip is the change stamp the page checks every `--live-seconds`. Trips are spaced by a random
 0.3-1.3 s, so they fall at every phase of the check and of the watcher's polls.
@@ -35,6 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Notes the wall-clock time (ms) at which a row turns red, from inside the page: a MutationObserver
+# runs as the DOM changes, where Playwright's own waits look again only every 500 ms after the first.
+WATCH_ROW = """row => {
+  window.__redAt = window.__redAt || {};
+  const red = () => {
+    const element = document.getElementById(row);
+    return element !== null && element.classList.contains("is-triggered");
+  };
+  const observer = new MutationObserver(() => {
+    if (red()) { window.__redAt[row] = Date.now(); observer.disconnect(); }
+  });
+  observer.observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["class"] });
+}"""
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs a loop in this thread
 
 
@@ -133,12 +147,14 @@ def time_trips(
             last_number, last_group = spares[-1]
             page.wait_for_selector(f"#group-{last_number}-{last_group}", state="attached", timeout=60_000)
             for number, group_id in spares:
+                row = f"group-{number}-{group_id}"
+                page.evaluate(WATCH_ROW, row)
                 order = sim.place_order(number, group_id, count=2)  # resting, not yet over the limit
                 time.sleep(random.uniform(0.3, 1.3))
-                began = time.perf_counter()
+                began = time.time()
                 sim.fill(order, 2)  # the exchange triggers the group: the event
-                page.wait_for_selector(f"#group-{number}-{group_id}.is-triggered", state="attached", timeout=60_000)
-                seconds.append(time.perf_counter() - began)
+                page.wait_for_function("row => window.__redAt[row]", arg=row, timeout=60_000)
+                seconds.append(page.evaluate("row => window.__redAt[row]", row) / 1000 - began)
             browser.close()
     finally:
         watcher.send_signal(signal.SIGTERM)

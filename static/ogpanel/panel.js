@@ -132,38 +132,19 @@
     });
   }
 
-  function checkStamp() {
-    var region = document.getElementById("groups");
-    var state = liveState();
-    if (liveBusy || !region || !state || region.classList.contains("paused")) {
-      window.setTimeout(checkStamp, live.dataset.liveSeconds * 1000);
+  // What the stamp checker (live-worker.js) heard: a stamp, or that the session is gone.
+  function heard(message) {
+    if (message.signedOut) {
+      window.location.reload(); // lands on the sign-in page, with this page to come back to
       return;
     }
-    // HX-Trigger "live": a passive check, which does not keep an unattended session signed in.
-    fetch(live.dataset.liveUrl, {
-      headers: { "HX-Request": "true", "HX-Trigger": "live" },
-      credentials: "same-origin",
-      cache: "no-store",
-    })
-      .then(function (answer) {
-        // Signed out (idle, or elsewhere): reload, which lands on the sign-in page with this one as next.
-        var signedOut = answer.redirected || answer.headers.has("HX-Redirect");
-        if (signedOut) window.location.reload();
-        if (signedOut || !answer.ok) return null; // failing: the slower refresh shows it
-        return answer.json();
-      })
-      .then(function (body) {
-        var current = liveState();
-        if (body) liveStamp = body.stamp;
-        if (body && current && body.stamp !== current.dataset.stamp) {
-          liveBusy = true;
-          document.body.dispatchEvent(new CustomEvent("ogpanel:live"));
-        }
-      })
-      .catch(function () {}) // the network is down: htmx's own refresh reports that
-      .then(function () {
-        window.setTimeout(checkStamp, live.dataset.liveSeconds * 1000);
-      });
+    liveStamp = message.stamp;
+    var region = document.getElementById("groups");
+    var state = liveState();
+    if (liveBusy || !region || !state || region.classList.contains("paused")) return; // the next check asks again
+    if (liveStamp === state.dataset.stamp) return;
+    liveBusy = true;
+    document.body.dispatchEvent(new CustomEvent("ogpanel:live"));
   }
 
   if (live) {
@@ -182,7 +163,13 @@
       showTriggeredInTitle();
       notifyNewTrips();
     });
-    window.setTimeout(checkStamp, live.dataset.liveSeconds * 1000);
+    // A worker, not a timer of the page's: a hidden tab's timers are slowed to once a minute after a
+    // few minutes, and a tab in the background is where a trip's notification matters most.
+    var checker = new Worker(live.dataset.liveWorker);
+    checker.onmessage = function (event) {
+      heard(event.data);
+    };
+    checker.postMessage({ url: live.dataset.liveUrl, seconds: parseFloat(live.dataset.liveSeconds) });
   }
 
   // "Notify me of trips": shown only where the browser can notify and has not been refused; the
