@@ -23,18 +23,18 @@ from django.db.models import Max
 from ogpanel import selectors
 from ogpanel.dashboard import watch_is_stale
 from ogpanel.models import AuditEvent
-from ogpanel.watch_health import watch_health
+from ogpanel.watch_health import WatchHealth, watch_health
 
 # Only events this recent are looked at: the query walks the `at` index over a few minutes, not
 # the whole log. The newest one leaving the window changes the stamp once: one extra fetch.
 RECENT = timedelta(minutes=10)
 
 
-def stamp(numbers: Collection[int], *, now: datetime | None = None) -> str:
-    """What an open dashboard showing these subaccounts depends on, as 16 hex digits."""
+def stamp(numbers: Collection[int], *, watch: WatchHealth | None = None, now: datetime | None = None) -> str:
+    """What an open dashboard showing these subaccounts depends on, as 16 hex digits (`watch`: if already read)."""
     now = now or datetime.now(UTC)
     newest = AuditEvent.objects.filter(subaccount__in=list(numbers), at__gte=now - RECENT).aggregate(Max("seq"))
-    watch = watch_health(now=now)
+    watch = watch or watch_health(now=now)
     reads = sorted(
         (number, watched.ok, watch_is_stale(watched))
         for number, watched in watch.subaccounts.items()

@@ -130,7 +130,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     watch = watch_health()
     context = {
         # Taken before anything is read: a change while this renders shows in the next check.
-        "stamp": live.stamp(numbers),
+        "stamp": live.stamp(numbers, watch=watch),
         "live_seconds": settings.OGPANEL_LIVE_SECONDS,
         "filters": filters,
         "updated_at": datetime.now(UTC),
