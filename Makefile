@@ -76,7 +76,7 @@ lock-check: $(VENV)/.installed
 
 # Every benchmark at its smallest size, all at once: on SQLite, or with BENCH_DATABASE_URL=postgresql://.../ogpanel_bench_NAME
 # each on its own PostgreSQL database (ogpanel_bench_NAME_<script>, dropped and created anew).
-bench-quick: $(VENV)/.installed
+bench-quick: $(VENV)/.installed browser-deps
 	$(PY) benchmarks/quick.py $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 
 clean:

@@ -26,6 +26,7 @@ SCRIPTS = {
     "killswitch_ratelimit.py": "429s from the simulator",
     "load.py": "upstream 429s",
     "audit_scale.py": "CSV export",
+    "trip_latency.py": "/live (the change stamp)",
 }
 TIMEOUT = 300  # seconds for all of them together, far above what they take on a loaded 2-core machine
 

@@ -120,7 +120,8 @@ class IdleSessionMiddleware:
     or an unattended screen on a trading desk would stay signed in forever.
     """
 
-    PASSIVE_TRIGGERS = frozenset({"groups"})  # ids of self-refreshing regions (hx-trigger "every …")
+    # Ids of self-refreshing regions (hx-trigger "every …"), and the dashboard's change-stamp check.
+    PASSIVE_TRIGGERS = frozenset({"groups", "live"})
     SESSION_KEY = "ogpanel_last_activity"
 
     def __init__(self, get_response: GetResponse) -> None:

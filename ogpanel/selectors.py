@@ -21,6 +21,7 @@ The cache is sharedcache's: with Redis down, listings are shared within this pro
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,20 +109,20 @@ def _fetch(subaccount: Subaccount) -> Listing:
     )
 
 
-def _is_fresh(listing: Listing | None) -> bool:
-    if listing is None:
+def _is_fresh(listing: Listing | None, floor: datetime | None = None) -> bool:
+    if listing is None or (floor is not None and listing.fetched_at < floor):
         return False
     age = datetime.now(UTC) - listing.fetched_at
     return age.total_seconds() < settings.OGPANEL_LIST_CACHE_SECONDS
 
 
-def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
+def _shared_listing(subaccount: Subaccount, fresh: bool, floor: datetime | None = None) -> Listing:
     key = _cache_key(subaccount)
     # With sharing switched off there is nothing to wait for: a waiter would poll for a listing
     # that is never stored and sit out the whole lock wait.
     if not fresh and settings.OGPANEL_LIST_CACHE_SECONDS > 0:
         listing = cache.get(key)
-        if _is_fresh(listing):
+        if _is_fresh(listing, floor):
             return listing
         # Someone else is fetching this subaccount right now: wait for their answer briefly.
         lock_wait = settings.OGPANEL_CONNECT_TIMEOUT + settings.OGPANEL_READ_TIMEOUT
@@ -130,7 +131,7 @@ def _shared_listing(subaccount: Subaccount, fresh: bool) -> Listing:
             while time.monotonic() < deadline:
                 time.sleep(0.02)
                 listing = cache.get(key)
-                if _is_fresh(listing):
+                if _is_fresh(listing, floor):
                     return listing
         try:
             return _fetch_and_share(subaccount, key)
@@ -168,24 +169,36 @@ def listing(subaccount: Subaccount, *, fresh: bool = False) -> Listing:
 
 
 def listings(
-    subaccounts: list[Subaccount], *, fresh: bool = False, stale_ok: bool = False, wait: float | None = None
+    subaccounts: list[Subaccount],
+    *,
+    fresh: bool = False,
+    stale_ok: bool = False,
+    wait: float | None = None,
+    newer_than: Mapping[int, datetime] | None = None,
 ) -> list[Listing]:
     """Every subaccount's order groups, fetched concurrently; one failure never hides the others.
 
     `stale_ok`: a listing past its lifetime (but within STALE_FOR more) is returned as it is and
     read again in the background. `wait`: at most this many seconds for the reads; one still out
-    then is marked as still being read (and, finished, shared for the next caller).
+    then is marked as still being read (and, finished, shared for the next caller). `newer_than`:
+    per subaccount, a shared listing read before this time is read again (a change was recorded
+    since, live.listing_floors); while that read is out, the older listing stands in for it.
     """
+    floors = newer_than or {}
     if not subaccounts:
         return []
     # Usually every listing is already shared: one cache round trip, no threads. A thread of its
     # own opens its own cache connection, which under load costs more than the read it serves.
     shared = {}
+    outdated = {}  # read before a change recorded since: shown only if the new read is not back in time
     if not fresh and settings.OGPANEL_LIST_CACHE_SECONDS > 0:
         found = cache.get_many([_cache_key(sub) for sub in subaccounts])
         for sub in subaccounts:
             cached = found.get(_cache_key(sub))
-            if _is_fresh(cached):
+            floor = floors.get(sub.number)
+            if cached is not None and floor is not None and cached.fetched_at < floor:
+                outdated[_cache_key(sub)] = cached  # read again now, never merely in the background
+            elif _is_fresh(cached):
                 shared[_cache_key(sub)] = cached
             elif cached is not None and stale_ok:
                 shared[_cache_key(sub)] = cached
@@ -198,13 +211,14 @@ def listings(
         # second worker thread too. What is missing is read in the background for the next poll.
         for sub in missing:
             _refresh_later(sub)
-            shared[_cache_key(sub)] = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+            pending = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+            shared[_cache_key(sub)] = outdated.get(_cache_key(sub), pending)
         return [shared[_cache_key(sub)] for sub in subaccounts]
     try:
-        reads = {sub: _fan_out.submit(_shared_listing, sub, fresh) for sub in missing}
+        reads = {sub: _fan_out.submit(_shared_listing, sub, fresh, floors.get(sub.number)) for sub in missing}
         futures.wait(reads.values(), timeout=wait)
         for sub, read in reads.items():
-            pending = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+            pending = outdated.get(_cache_key(sub), Listing(sub.number, sub.label, error=PENDING, error_kind="Pending"))
             shared[_cache_key(sub)] = read.result() if read.done() else pending
     finally:
         if stale_ok:

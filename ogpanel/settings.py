@@ -272,6 +272,9 @@ OGPANEL_READ_TIMEOUT = env_float("OGPANEL_READ_TIMEOUT", 10.0)
 OGPANEL_LIST_CACHE_SECONDS = env_float("OGPANEL_LIST_CACHE_SECONDS", 2.0)
 # Dashboard self-refresh interval, in seconds.
 OGPANEL_REFRESH_SECONDS = env_int("OGPANEL_REFRESH_SECONDS", 5, minimum=1)
+# How often an open dashboard checks its change stamp (/live), in seconds; the table is fetched only
+# when the stamp changed. 0.5 s keeps a trip's way to the screen under a second with the stream on.
+OGPANEL_LIVE_SECONDS = env_float("OGPANEL_LIVE_SECONDS", 0.5, minimum=0.1)
 # Ops and admins must pass a TOTP second factor (and enrol one first) before any page.
 OGPANEL_REQUIRE_2FA = env_bool("OGPANEL_REQUIRE_2FA", False)
 OTP_TOTP_ISSUER = "ogpanel"

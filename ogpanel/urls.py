@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import path
 
-from ogpanel.views import accounts, audit, credentials, groups, health, kill_switch, metrics
+from ogpanel.views import accounts, audit, credentials, groups, health, kill_switch, live, metrics
 from ogpanel.views import policy as policy_views
 from ogpanel.views import requests as request_views
 
 urlpatterns = [
     path("", groups.dashboard, name="dashboard"),
+    path("live", live.live, name="live"),
     path("groups/new/", groups.group_create, name="group_create"),
     path("groups/<int:subaccount>/<str:group_id>/", groups.group_detail, name="group_detail"),
     path("groups/<int:subaccount>/<str:group_id>/trigger/", groups.group_trigger, name="group_trigger"),

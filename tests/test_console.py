@@ -114,7 +114,7 @@ def test_it_refreshes_only_the_table_for_htmx_and_keeps_the_filters(sim, subacco
 
     page = as_viewer.get("/?subaccount=1&state=triggered")
     assert 'hx-get="/?subaccount=1&amp;state=triggered"' in text(page)
-    assert 'hx-trigger="every 7s, ogpanel:groups-changed from:body"' in text(page)
+    assert 'hx-trigger="every 7s, ogpanel:groups-changed from:body, ogpanel:live from:body"' in text(page)
     assert 'data-pauses="groups"' in text(page)
 
     sim.clear_requests()

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from ogpanel import alerts, budgets, permissions, selectors, services
+from ogpanel import alerts, budgets, live, permissions, selectors, services
 from ogpanel import dashboard as dashboard_parts
 from ogpanel.exchange import CredentialUnusable
 from ogpanel.forms import DashboardFilterForm, GroupActionForm, GroupCreateForm, GroupLimitForm
@@ -125,9 +125,13 @@ def _row_html(subaccount: int, label: str, group: OrderGroup, can_reset: bool, c
 @permissions.require(Action.VIEW)
 def dashboard(request: HttpRequest) -> HttpResponse:
     subaccounts = selectors.subaccounts_for(request.user)
+    numbers = [sub.number for sub in subaccounts]
     filters = DashboardFilterForm(request.GET, subaccounts=subaccounts)
     watch = watch_health()
     context = {
+        # Taken before anything is read: a change while this renders shows in the next check.
+        "stamp": live.stamp(numbers, watch=watch),
+        "live_seconds": settings.OGPANEL_LIVE_SECONDS,
         "filters": filters,
         "updated_at": datetime.now(UTC),
         "oob": common.wants_fragment(request),
@@ -140,7 +144,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         return common.render_page(request, "ogpanel/dashboard.html", context, fragment="table", status=400)
     number, state = filters.cleaned_data["subaccount"], filters.cleaned_data["state"]
     # Every subaccount is listed, filtered or not: the tiles show the whole book (the reads are shared).
-    listings = selectors.listings(subaccounts, stale_ok=True)  # a poll never waits on a re-read
+    # A poll never waits on a re-read, except of a listing older than a change recorded since.
+    floors = live.listing_floors(numbers)
+    listings = selectors.listings(subaccounts, stale_ok=True, newer_than=floors)
     can_reset, can_trigger = (permissions.can(request.user, action) for action in (Action.RESET, Action.TRIGGER))
     shown = [listing for listing in listings if number is None or listing.subaccount == number]
     rows = dashboard_parts.rows_in_order(
@@ -157,9 +163,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         (listing, ERROR_WORDS.get(listing.error_kind, "error"), watch.subaccounts.get(listing.subaccount))
         for listing in shown
     ]
-    numbers = [sub.number for sub in subaccounts]
     context.update(
         listings=shown,
+        book_triggered=sum(listing.triggered_count for listing in listings),
         rows=rows,
         statuses=[(*status, dashboard_parts.watch_is_stale(status[2])) for status in statuses],
         failing=[(listing, words) for listing, words, _ in statuses if not listing.ok],

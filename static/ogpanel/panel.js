@@ -88,6 +88,112 @@
     };
   });
 
+  // --- live: the change stamp, the tab title, trip notifications -----------------------------------
+
+  // The dashboard checks a few-byte stamp (data-live-url) every data-live-seconds and fetches its
+  // table only when the stamp differs from the one the table was rendered with (#live-state). A
+  // paused table is not fetched; the stamp is checked again once it resumes. Without JavaScript
+  // none of this runs and the page is simply what the server rendered.
+  var live = document.querySelector("[data-live-url]");
+  var seenTrips = null; // trip ids already on screen; only later ones raise a notification
+  var liveBusy = false; // a table fetch is out: wait for its stamp before asking for another
+  var liveStamp = null; // the stamp last answered
+
+  function liveState() {
+    return document.getElementById("live-state");
+  }
+
+  function tripIds() {
+    return Array.prototype.map.call(document.querySelectorAll("[data-trip]"), function (item) {
+      return item.dataset.trip;
+    });
+  }
+
+  // "(3 triggered) Order groups · ogpanel": the count of the whole book, as the table last showed it.
+  function showTriggeredInTitle() {
+    var state = liveState();
+    if (!state) return;
+    var count = parseInt(state.dataset.triggered || "0", 10);
+    var base = document.title.replace(/^\(\d+ triggered\) /, "");
+    document.title = count > 0 ? "(" + count + " triggered) " + base : base;
+  }
+
+  function notifyNewTrips() {
+    var now = tripIds();
+    var before = seenTrips || [];
+    seenTrips = now;
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    now.forEach(function (id) {
+      if (before.indexOf(id) !== -1) return;
+      var item = document.querySelector('[data-trip="' + id + '"]');
+      var text = item ? item.textContent.replace(/\s+/g, " ").trim() : "";
+      // The tag makes the same trip one notification, however many tabs show it.
+      new Notification("Order group tripped", { body: text, tag: "ogpanel-trip-" + id });
+    });
+  }
+
+  // What the stamp checker (live-worker.js) heard: a stamp, or that the session is gone.
+  function heard(message) {
+    if (message.signedOut) {
+      window.location.reload(); // lands on the sign-in page, with this page to come back to
+      return;
+    }
+    liveStamp = message.stamp;
+    var region = document.getElementById("groups");
+    var state = liveState();
+    if (liveBusy || !region || !state || region.classList.contains("paused")) return; // the next check asks again
+    if (liveStamp === state.dataset.stamp) return;
+    liveBusy = true;
+    document.body.dispatchEvent(new CustomEvent("ogpanel:live"));
+  }
+
+  if (live) {
+    seenTrips = tripIds();
+    showTriggeredInTitle();
+    document.body.addEventListener("htmx:afterRequest", function (event) {
+      if (!event.detail.elt || event.detail.elt.id !== "groups") return;
+      liveBusy = false;
+      // A table that could not be fetched is not asked for again at every check, only when the
+      // stamp moves on (or at the slower refresh).
+      var state = liveState();
+      if (!event.detail.successful && state && liveStamp) state.dataset.stamp = liveStamp;
+    });
+    document.body.addEventListener("htmx:afterSettle", function (event) {
+      if (!event.detail.target || event.detail.target.id !== "groups") return;
+      showTriggeredInTitle();
+      notifyNewTrips();
+    });
+    // A worker, not a timer of the page's: a hidden tab's timers are slowed to once a minute after a
+    // few minutes, and a tab in the background is where a trip's notification matters most.
+    var checker = new Worker(live.dataset.liveWorker);
+    checker.onmessage = function (event) {
+      heard(event.data);
+    };
+    checker.postMessage({ url: live.dataset.liveUrl, seconds: parseFloat(live.dataset.liveSeconds) });
+  }
+
+  // "Notify me of trips": shown only where the browser can notify and has not been refused; the
+  // permission is asked on that press, never on loading the page.
+  var notifyButton = document.querySelector("[data-notify-trips]");
+
+  function showNotifyButton() {
+    if (!notifyButton || !("Notification" in window) || Notification.permission === "denied") {
+      if (notifyButton) notifyButton.hidden = true;
+      return;
+    }
+    var on = Notification.permission === "granted";
+    notifyButton.hidden = false;
+    notifyButton.textContent = on ? "Trip notifications on" : "Notify me of trips";
+    notifyButton.disabled = on;
+  }
+
+  if (notifyButton) {
+    showNotifyButton();
+    notifyButton.addEventListener("click", function () {
+      Notification.requestPermission().then(showNotifyButton);
+    });
+  }
+
   // --- the action panel (#action-panel): a confirmation or form opened in place --------------------
 
   var opener = null; // the link that opened the panel, to give the focus back to
