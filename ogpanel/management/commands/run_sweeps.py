@@ -1,14 +1,12 @@
 """`manage.py run_sweeps`: the sweep worker (see ogpanel/jobs.py). SIGTERM or Ctrl-C stops it cleanly."""
 
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ogpanel import jobs
+from ogpanel.management.stopping import stop_on_signals
 
 
 class Command(BaseCommand):
@@ -26,13 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, poll: float | None, **options: Any) -> None:
         if poll is not None and poll <= 0:
             raise CommandError("--poll must be more than 0 seconds")
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop = stop_on_signals()
         self.stdout.write(
             f"Running kill switch sweeps nobody runs (lease {settings.OGPANEL_SWEEP_LEASE_SECONDS:g} s); "
             "SIGTERM or Ctrl-C stops.",

@@ -5,16 +5,14 @@ over when it dies or hangs. `--probe` is the container healthcheck: it announces
 finds (watch_outage.check) and exits 1 while the trip watch is stale or stopped.
 """
 
-import signal
-import threading
 from argparse import ArgumentParser
-from types import FrameType
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ogpanel import alerts, metrics, notices, watch_outage
+from ogpanel.management.stopping import stop_on_signals
 from ogpanel.watch_health import watch_health
 from ogpanel.watcher import Watcher
 
@@ -57,13 +55,7 @@ class Command(BaseCommand):
                 token=settings.OGPANEL_METRICS_TOKEN,
             )
         watcher = Watcher(interval=interval)
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+        stop = stop_on_signals()
         self.stdout.write(
             f"Watching order groups every {watcher.interval:g} s"
             f"{' with the WebSocket stream' if watcher.websocket else ''} as {watcher.holder}; SIGTERM or Ctrl-C stops."
