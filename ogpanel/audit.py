@@ -26,7 +26,7 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest
 
 from ogpanel.kalshi import KalshiError
-from ogpanel.models import AuditEvent, Credential, OpenAttempt
+from ogpanel.models import AuditEvent, Credential, OpenAttempt, Subaccount
 from ogpanel.permissions import Action, role_of
 from ogpanel.redaction import redact
 
@@ -188,6 +188,39 @@ def append(
         if within is not None:
             within(event)
         return event
+
+
+class AlreadyRecorded(Exception):
+    """Raised by an `observe` callback: another recorder (a second watcher) was first; roll back."""
+
+
+def observe(
+    actor: Actor,
+    subaccount: Subaccount,
+    *,
+    action: str,
+    params: dict,
+    within: Callable[[AuditEvent], None],
+    order_group_id: str | None = None,
+) -> bool:
+    """Append what was seen at the exchange on `subaccount` (outcome observed), with `within`'s rows.
+
+    False, and nothing written, when `within` raised AlreadyRecorded: the trip watch and the policy
+    check may run in two watchers during a hand-over, and only the first one's event may stand.
+    """
+    fields: dict[str, Any] = {
+        "subaccount": subaccount.number,
+        "environment": subaccount.credential.environment,
+        "api_key_id": subaccount.credential.key_id,
+        "params": params,
+    }
+    if order_group_id is not None:
+        fields["order_group_id"] = order_group_id
+    try:
+        append(actor, action=action, outcome=AuditEvent.Outcome.OBSERVED, within=within, **fields)
+    except AlreadyRecorded:
+        return False
+    return True
 
 
 def append_many(actor: Actor, *, action: str, outcome: str, fields: list[dict]) -> list[AuditEvent]:

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from ogpanel import audit, notices, services
-from ogpanel.audit import Actor
+from ogpanel.audit import Actor, AlreadyRecorded
 from ogpanel.kalshi import KalshiError, OrderGroup
 from ogpanel.models import AuditEvent, PolicyBreach, Subaccount
 from ogpanel.policy import Remediation, Rules, rules_for
@@ -89,10 +89,6 @@ class BreachReport:
     remediated: list[str] = field(default_factory=list)  # what each remediation did, in words
 
 
-class _AlreadyRecorded(Exception):
-    """Another recorder (a second watcher) was first: roll this event back."""
-
-
 def record_breaches(subaccount: Subaccount, listing: Listing, *, now: datetime | None = None) -> BreachReport:
     """Compare one subaccount's listing with its policy and record what changed.
 
@@ -134,21 +130,7 @@ def _observed(
     subaccount: Subaccount, action: str, order_group_id: str, params: dict, within: Callable[[AuditEvent], None]
 ) -> bool:
     """Append what the policy saw, with `within`'s rows; False when another recorder was first."""
-    try:
-        audit.append(
-            SYSTEM,
-            action=action,
-            outcome=Outcome.OBSERVED,
-            subaccount=subaccount.number,
-            order_group_id=order_group_id,
-            environment=subaccount.credential.environment,
-            api_key_id=subaccount.credential.key_id,
-            params=params,
-            within=within,
-        )
-    except _AlreadyRecorded:
-        return False
-    return True
+    return audit.observe(SYSTEM, subaccount, action=action, order_group_id=order_group_id, params=params, within=within)
 
 
 def _open(subaccount: Subaccount, breach: Breach, observed_at: datetime) -> bool:
@@ -156,7 +138,7 @@ def _open(subaccount: Subaccount, breach: Breach, observed_at: datetime) -> bool
         if PolicyBreach.objects.filter(
             subaccount=breach.subaccount, kind=breach.kind, order_group_id=breach.order_group_id, cleared_at=None
         ).exists():
-            raise _AlreadyRecorded
+            raise AlreadyRecorded
         PolicyBreach.objects.create(
             subaccount=breach.subaccount,
             kind=breach.kind,
@@ -209,7 +191,7 @@ def _clear(subaccount: Subaccount, row: PolicyBreach, observed_at: datetime) -> 
     def within(event: AuditEvent) -> None:
         cleared = PolicyBreach.objects.filter(pk=row.pk, cleared_at__isnull=True)
         if not cleared.update(cleared_at=observed_at, cleared_seq=event.seq):
-            raise _AlreadyRecorded
+            raise AlreadyRecorded
 
     params = {"breach": row.kind, "observed_at": observed_at.isoformat(), "opened_seq": row.opened_seq}
     if not _observed(subaccount, "policy_breach_cleared", row.order_group_id, params, within):

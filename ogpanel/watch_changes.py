@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ogpanel.audit import AlreadyRecorded
 from ogpanel.kalshi import OrderGroup
 from ogpanel.models import AuditEvent, ObservedGroup
 
@@ -84,12 +85,8 @@ def changes_between(
     return changes
 
 
-class AlreadyRecorded(Exception):
-    """The stored state already shows this change (another watcher was first): roll back."""
-
-
 def move(change: Change, read_at: datetime) -> None:
-    """Move the stored state by one change, or raise AlreadyRecorded."""
+    """Move the stored state by one change, or raise AlreadyRecorded (it already shows it)."""
     rows = ObservedGroup.objects.filter(subaccount=change.subaccount, order_group_id=change.order_group_id)
     if change.kind == "created":
         if rows.exists():

@@ -13,9 +13,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
 from ogpanel import audit, metrics, selectors
-from ogpanel.audit import Actor
+from ogpanel.audit import Actor, AlreadyRecorded
 from ogpanel.models import AuditEvent, ObservedGroup, Subaccount, TripAlert, WatcherStatus
-from ogpanel.watch_changes import AlreadyRecorded, Change, move
+from ogpanel.watch_changes import Change, move
 
 logger = logging.getLogger("ogpanel.watcher")
 
@@ -64,18 +64,7 @@ def baseline(sub: Subaccount, listing: selectors.Listing, read_at: datetime) -> 
         "triggered_count": len(triggered),
         "triggered": triggered[:BASELINE_IDS_KEPT],
     }
-    try:
-        audit.append(
-            EXCHANGE,
-            action="exchange_baseline",
-            outcome=Outcome.OBSERVED,
-            subaccount=sub.number,
-            environment=sub.credential.environment,
-            api_key_id=sub.credential.key_id,
-            params=params,
-            within=within,
-        )
-    except AlreadyRecorded:
+    if not audit.observe(EXCHANGE, sub, action="exchange_baseline", params=params, within=within):
         return False
     logger.info(
         "trip watch: baseline of subaccount %s: %s groups, %s triggered",
@@ -108,19 +97,9 @@ def report(sub: Subaccount, change: Change, observed_at: datetime, read_at: date
     }
     if change.kind == "limit_updated":
         params["previous_limit"] = change.previous_limit
-    try:
-        audit.append(
-            EXCHANGE,
-            action=change.action,
-            outcome=Outcome.OBSERVED,
-            subaccount=change.subaccount,
-            order_group_id=change.order_group_id,
-            environment=sub.credential.environment,
-            api_key_id=sub.credential.key_id,
-            params=params,
-            within=within,
-        )
-    except AlreadyRecorded:
+    if not audit.observe(
+        EXCHANGE, sub, action=change.action, order_group_id=change.order_group_id, params=params, within=within
+    ):
         return
     log = logger.warning if change.kind == "triggered" else logger.info
     log(
