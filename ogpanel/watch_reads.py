@@ -20,7 +20,6 @@ from ogpanel.watch_changes import Change, move
 logger = logging.getLogger("ogpanel.watcher")
 
 EXCHANGE = Actor.system("exchange")
-Outcome = AuditEvent.Outcome
 BASELINE_IDS_KEPT = 100  # triggered group ids listed in a baseline event; the count is always exact
 
 
