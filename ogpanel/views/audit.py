@@ -57,6 +57,18 @@ KNOWN_ACTIONS = (
     "exchange_deleted",
     "exchange_limit_updated",
     "exchange_baseline",
+    "kill_switch_join",
+    "kill_switch_note",
+    "policy_change",
+    "policy_breach",
+    "policy_breach_cleared",
+    "request_filed",
+    "request_approved",
+    "request_rejected",
+    "request_cancelled",
+    "request_expired",
+    "trip_watch_down",
+    "trip_watch_recovered",
 )
 
 
