@@ -31,6 +31,24 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 type GetResponse = Callable[[HttpRequest], HttpResponse]
 
 
+class ForwardedProtoMiddleware:
+    """Drops X-Forwarded-Proto unless a trusted proxy sent the request (OGPANEL_TRUSTED_PROXY_ADDRESSES).
+
+    With OGPANEL_BEHIND_PROXY Django believes the header (SECURE_PROXY_SSL_HEADER) from anyone: a
+    client reaching the panel directly over plain HTTP could claim HTTPS, skip the redirect and be
+    handed its secure session cookie over the wire. First in the list, before SecurityMiddleware
+    reads it.
+    """
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.SECURE_PROXY_SSL_HEADER and not _is_proxy(request.META.get("REMOTE_ADDR", "")):
+            request.META.pop(settings.SECURE_PROXY_SSL_HEADER[0], None)
+        return self.get_response(request)
+
+
 class RequestIdMiddleware:
     """Tags each request with an id (kept from a trusted proxy's X-Request-ID) and its client address.
 

@@ -142,6 +142,23 @@ def test_a_client_reaching_the_panel_directly_cannot_forge_its_address_or_reques
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("peer", "treated_as"),
+    [("203.0.113.9", "http"), ("127.0.0.1", "https")],  # a client reaching the panel directly; the proxy
+)
+def test_only_a_trusted_proxy_may_say_the_request_came_over_https(settings, client, peer, treated_as):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # OGPANEL_BEHIND_PROXY=1
+    settings.SECURE_SSL_REDIRECT = True
+
+    response = client.get("/accounts/login/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_PROTO="https")
+
+    if treated_as == "http":
+        assert response.status_code == 301 and response["Location"].startswith("https://")
+    else:
+        assert response.status_code == 200
+
+
+@pytest.mark.django_db
 def test_behind_the_configured_proxy_the_address_it_saw_is_the_client(settings, client):
     settings.OGPANEL_TRUSTED_PROXIES = 1
     settings.OGPANEL_TRUSTED_PROXY_ADDRESSES = ["172.16.0.0/12"]
