@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 from ogpanel.kalshi.ratelimit import TIERS
 
@@ -45,6 +46,8 @@ class Credential(models.Model):
 
     class Meta:
         ordering = ["label"]
+        # The form refuses "desk" beside "Desk"; this holds it for two posts racing past that check.
+        constraints = [models.UniqueConstraint(Lower("label"), name="credential_label_unique_any_case")]
 
     def __str__(self) -> str:
         return self.label

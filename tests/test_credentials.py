@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.signals import got_request_exception
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.views.debug import ExceptionReporter
 
@@ -85,6 +86,17 @@ def test_admin_adds_a_credential_from_a_pasted_pkcs8_key(as_admin, sim, rsa_pem,
     assert rsa_pem not in credential.private_key_encrypted.encode()
     event = AuditEvent.objects.filter(action="credential_create").first()
     assert event.outcome == "succeeded" and event.params["fingerprint"] == credential.fingerprint
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_label_that_differs_only_in_case(sim, rsa_pem):
+    """The form's check can be raced by a second post: the database holds the rule too."""
+    make_credential(sim.base_url, rsa_pem, label="Desk A")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_credential(sim.base_url, rsa_pem, label="desk a", key_id="other-key")
+
+    assert list(Credential.objects.values_list("label", flat=True)) == ["Desk A"]
 
 
 def test_admin_names_the_kalshi_account_and_tier_a_credential_draws_its_budget_from(as_admin, sim, rsa_pem):
