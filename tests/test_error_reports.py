@@ -87,10 +87,11 @@ def test_a_reported_error_holds_no_key_material_cookies_or_auth_headers(reports,
         assert secret not in sent
 
 
-def test_the_scrubber_keeps_ordinary_text_and_ids():
+def test_the_scrubber_keeps_ordinary_text_and_ids_and_hides_a_key(rsa_pem):
     text = "group 0f8e6a52-31a2-4d0e-9f3b-6c1d2e3f4a5b on subaccount 3: request 5d41402abc4b2a76b9719d911017c592"
     assert error_reports.scrub_text(text) == text
-    assert error_reports.scrub_text("-----BEGIN PRIVATE KEY-----\nMIIE...") == error_reports.FILTERED
+    assert error_reports.scrub_text(rsa_pem.decode()) == error_reports.FILTERED
+    assert error_reports.scrub_text(rsa_pem.decode()[:80]) == error_reports.FILTERED  # its first line and a bit
 
 
 @pytest.mark.parametrize("dsn, active", [("", False), ("https://public@errors.invalid/1", True)])
