@@ -25,7 +25,8 @@ import requests
 from django.conf import settings
 
 from tests.panel_fixtures import ENCRYPTION_KEYS
-from tests.test_resilience import free_port, wait_for
+from tests.panel_process import wait_for
+from tests.test_resilience import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE_SCRIPT = ROOT / "deploy" / "postgres" / "10-ogpanel-runtime-role.sh"

@@ -57,12 +57,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition, *, timeout: float = 30.0, what: str, interval: float = 0.05) -> None:
+def wait_for(condition, what: str, *, timeout: float = 30.0, interval: float = 0.02):
+    """Poll `condition` until it is truthy and return what it returned; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (found := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+    return found
 
 
 def panel_environment(database: Path, **settings: str) -> dict:

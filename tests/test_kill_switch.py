@@ -9,7 +9,6 @@ import html
 import json
 import re
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -19,6 +18,7 @@ from django.test import Client
 
 from ogpanel import audit, jobs, sweeps
 from ogpanel.models import AuditEvent, OpenAttempt, Sweep
+from tests.panel_process import wait_for
 from tests.sweeps import run_sweeps
 
 HTMX = {"HX-Request": "true"}
@@ -61,15 +61,6 @@ def kill(client, operation: str = "trigger_all", *, headers: dict | None = None,
 
 def latest_sweep() -> Sweep:
     return Sweep.objects.order_by("-pk").first()
-
-
-def wait_for(condition, *, timeout: float = 30.0, what: str):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return found
 
 
 def assert_every_attempt_answered() -> None:

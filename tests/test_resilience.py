@@ -30,6 +30,7 @@ from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent
 from tests.conftest import SIM_KEY_ID
 from tests.panel_fixtures import ENCRYPTION_KEYS
+from tests.panel_process import wait_for
 from tests.sweeps import run_sweeps
 
 HTMX = {"HX-Request": "true"}
@@ -259,14 +260,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(condition, *, timeout: float = 30.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Panel:

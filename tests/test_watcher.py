@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +33,7 @@ from ogpanel.models import AuditEvent, ObservedGroup, Subaccount, TripAlert, Wat
 from ogpanel.watch_health import stale_after, watch_health
 from ogpanel.watcher import Watcher
 from tests.panel_fixtures import make_credential, make_user
+from tests.panel_process import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCHANGE_ACTIONS = (
@@ -104,14 +104,6 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Running:
@@ -413,14 +405,14 @@ def test_a_restarted_watcher_reports_and_alerts_nothing_twice(sim, subaccounts, 
 def test_no_duplicate_after_restarting_the_running_watcher(sim, subaccounts, receiver, running):
     group_id = sim.create_group(3, 5)
     first = running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: list_calls(sim) >= 8, "two rounds of polls")
+    wait_for(lambda: list_calls(sim) >= 8, "two rounds of polls")
     trip(sim, 3, group_id)
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert")
     first.stop()
 
     calls = list_calls(sim)
     running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: list_calls(sim) >= calls + 12, "three rounds of polls by the new watcher")
+    wait_for(lambda: list_calls(sim) >= calls + 12, "three rounds of polls by the new watcher")
 
     assert len(receiver.posts) == 1
     assert [e.action for e in exchange_events()] == ["exchange_triggered"]
@@ -432,8 +424,8 @@ def test_no_duplicate_after_restarting_the_running_watcher(sim, subaccounts, rec
 def streaming(running, sim, *, interval: float):
     """A running watcher whose stream is connected and whose first poll and catch-up read are done."""
     run = running(Watcher(interval=interval, websocket=True))
-    wait_until(lambda: stream_connected(run.watcher), "the stream")
-    wait_until(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read after connecting")
+    wait_for(lambda: stream_connected(run.watcher), "the stream")
+    wait_for(lambda: list_calls(sim) >= 8, "the first poll and the catch-up read after connecting")
     return run
 
 
@@ -444,7 +436,7 @@ def test_the_stream_alone_brings_a_trip_in(sim, subaccounts, receiver, running, 
     run = streaming(running, sim, interval=3600)
     trip(sim, 2, group_id)
 
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert")
     run.stop()
 
     [event] = exchange_events()
@@ -464,15 +456,15 @@ def test_with_the_stream_down_polling_catches_the_trip_and_the_stream_comes_back
     run = streaming(running, sim, interval=0.3)
     sim.websockets_enabled = False
     sim.drop_websockets()
-    wait_until(lambda: not stream_connected(run.watcher), "the watcher to notice the outage")
+    wait_for(lambda: not stream_connected(run.watcher), "the watcher to notice the outage")
 
     trip(sim, 1, group_id)
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert")
     state = next(iter(run.watcher.stream_states().values()))
     assert state["state"] == "reconnecting" and state["error"]
 
     sim.websockets_enabled = True
-    wait_until(lambda: stream_connected(run.watcher), "the stream to reconnect", timeout=30)
+    wait_for(lambda: stream_connected(run.watcher), "the stream to reconnect", timeout=30)
     run.stop()
     [event] = exchange_events()
     assert event.params["via"] == "poll" and len(receiver.posts) == 1
@@ -483,11 +475,11 @@ def test_a_gap_in_the_stream_makes_the_watcher_read_again(sim, subaccounts, rece
     group_id = sim.create_group(0, 5)
     run = streaming(running, sim, interval=3600)
     created = sim.create_group(3, 50)  # a first update, from which the stream counts its sequence
-    wait_until(lambda: list_calls(sim) >= 12, "the read the new group's update asked for")
+    wait_for(lambda: list_calls(sim) >= 12, "the read the new group's update asked for")
     sim.skip_websocket_seq()  # the trip's frame arrives with a seq that skips one: a lost update
     trip(sim, 0, group_id)
 
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert")
     run.stop()
     assert "stream lost an update" in caplog.text
     assert [(e.action, e.order_group_id, e.params["via"]) for e in exchange_events()] == [
@@ -547,19 +539,19 @@ def test_the_running_loop_keeps_going_through_500s_and_timeouts(sim, subaccounts
     settings.OGPANEL_CONNECT_TIMEOUT = settings.OGPANEL_READ_TIMEOUT = 0.3
     healthy, failing = sim.create_group(1, 5), sim.create_group(2, 5)
     run = running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: list_calls(sim) >= 4, "the first poll")
+    wait_for(lambda: list_calls(sim) >= 4, "the first poll")
     sim.set_fault("error", status=500, subaccount=2)
     sim.set_fault("hang", seconds=1, subaccount=3)
 
     def troubled_polls() -> int:
         return min(sum(r.status == 500 for r in sim.requests), sum(r.status is None for r in sim.requests))
 
-    wait_until(lambda: troubled_polls() >= 6, "several polls meeting 500s and timeouts")
+    wait_for(lambda: troubled_polls() >= 6, "several polls meeting 500s and timeouts")
     trip(sim, 1, healthy)
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert for the subaccount that still answers")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert for the subaccount that still answers")
     trip(sim, 2, failing)
     sim.clear_faults()
-    wait_until(lambda: len(receiver.delivered) == 2, "the alert once subaccount 2 answers again")
+    wait_for(lambda: len(receiver.delivered) == 2, "the alert once subaccount 2 answers again")
     run.stop()
 
     assert [e.order_group_id for e in exchange_events()] == [healthy, failing]
@@ -599,9 +591,9 @@ def test_a_database_hiccup_costs_one_round_not_the_watcher(sim, subaccounts, rec
     monkeypatch.setattr(Watcher, "poll_once", flaky_poll)
     caplog.set_level(logging.ERROR, logger="ogpanel.watcher")
     run = running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: list_calls(sim) >= 8, "polls after the hiccups")
+    wait_for(lambda: list_calls(sim) >= 8, "polls after the hiccups")
     trip(sim, 2, group_id)
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert")
     run.stop()
     assert sum("poll failed" in record.message for record in caplog.records) == 2
 

@@ -16,7 +16,8 @@ from ogpanel.kalshi import KalshiClient
 from ogpanel.models import AuditEvent, Notice, TripAlert, WatcherHeartbeat, WatcherStatus
 from ogpanel.watch_health import stale_after, watch_health
 from ogpanel.watcher import Watcher
-from tests.test_watcher import Receiver, Running, exchange_events, list_calls, stream_connected, trip, wait_until
+from tests.panel_process import wait_for
+from tests.test_watcher import Receiver, Running, exchange_events, list_calls, stream_connected, trip
 
 # Fixtures, asked for by name (request.getfixturevalue) where a test also needs their type.
 from tests.test_watcher import receiver as receiver
@@ -164,12 +165,12 @@ def test_the_stream_catches_a_reset_and_a_new_trip_between_two_polls(sim, subacc
     trip(sim, 2, group_id)
     # An hour between polls: only what the stream heard can show the reset in between.
     run = running(Watcher(interval=3600, websocket=True))
-    wait_until(lambda: stream_connected(run.watcher), "the stream")
-    wait_until(lambda: WatcherStatus.objects.filter(last_success_at__isnull=False).count() == 4, "the baseline")
+    wait_for(lambda: stream_connected(run.watcher), "the stream")
+    wait_for(lambda: WatcherStatus.objects.filter(last_success_at__isnull=False).count() == 4, "the baseline")
     bot.reset_order_group(group_id, subaccount=2)
     bot.trigger_order_group(group_id, subaccount=2)
 
-    wait_until(lambda: len(receiver.delivered) == 1, "the alert for the new trip")
+    wait_for(lambda: len(receiver.delivered) == 1, "the alert for the new trip")
     run.stop()
     assert [action for action, _, _ in seen()] == ["exchange_reset", "exchange_triggered"]
     assert TripAlert.objects.count() == 1
@@ -321,14 +322,14 @@ def test_a_running_leader_that_stops_beating_is_announced_once_by_the_watchers_a
     running: Callable[[Watcher], Running] = request.getfixturevalue("running")
     settings.OGPANEL_WATCH_DOWN_SECONDS = 1
     leader = running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: leader.watcher.leading and list_calls(sim) >= 8, "the first watcher to lead and beat")
+    wait_for(lambda: leader.watcher.leading and list_calls(sim) >= 8, "the first watcher to lead and beat")
     standby = running(Watcher(interval=0.2, websocket=False))
     real_beat = leader.watcher.beat
     leader.watcher.beat = lambda **kwargs: None  # type: ignore[method-assign]  # alive, polling, but silent
 
-    wait_until(lambda: len(receiver.delivered) == 1, "the down alert")
+    wait_for(lambda: len(receiver.delivered) == 1, "the down alert")
     leader.watcher.beat = real_beat  # type: ignore[method-assign]
-    wait_until(lambda: len(receiver.delivered) == 2, "the recovered alert")
+    wait_for(lambda: len(receiver.delivered) == 2, "the recovered alert")
     assert not standby.watcher.leading
     leader.stop()
     standby.stop()
@@ -363,7 +364,7 @@ def test_a_hung_leader_gives_the_lease_up_and_the_standby_takes_over(sim, subacc
     running: Callable[[Watcher], Running] = request.getfixturevalue("running")
     settings.OGPANEL_CONNECT_TIMEOUT = settings.OGPANEL_READ_TIMEOUT = 0.3
     leader = running(Watcher(interval=0.2, websocket=False))
-    wait_until(lambda: leader.watcher.leading and list_calls(sim) >= 4, "the first watcher to lead")
+    wait_for(lambda: leader.watcher.leading and list_calls(sim) >= 4, "the first watcher to lead")
     standby = running(Watcher(interval=0.2, websocket=False))
     unstuck = threading.Event()
     real_poll = Watcher.poll_once
@@ -374,7 +375,7 @@ def test_a_hung_leader_gives_the_lease_up_and_the_standby_takes_over(sim, subacc
         real_poll(self)
 
     monkeypatch.setattr(Watcher, "poll_once", stuck_for_the_leader)
-    wait_until(lambda: standby.watcher.leading, "the standby to lead")
+    wait_for(lambda: standby.watcher.leading, "the standby to lead")
     assert not leader.watcher.leading
     unstuck.set()
     standby.stop()

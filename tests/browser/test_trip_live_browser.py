@@ -7,8 +7,7 @@ own slower refresh is an hour too: what shows it is the change stamp the page ch
 """
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -16,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from ogpanel import jobs
 from ogpanel.watcher import Watcher
 from tests.browser.pages import DESK, new_page, sign_in
+from tests.panel_process import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -45,14 +45,6 @@ def _settings(settings):
     assert jobs.wait_idle(timeout=60)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def streaming_watcher(subaccounts) -> Iterator[Watcher]:
     """The watcher's own loop with its stream connected and its first poll done; an hour to the next poll."""
@@ -65,7 +57,7 @@ def streaming_watcher(subaccounts) -> Iterator[Watcher]:
         states = watcher.stream_states()
         return bool(states) and all(state["state"] == "connected" for state in states.values())
 
-    wait_until(connected, "the stream")
+    wait_for(connected, "the stream")
     yield watcher
     stop.set()
     thread.join(timeout=30)
