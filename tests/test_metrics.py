@@ -16,12 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from ogpanel import audit, budgets, exchange, jobs, metrics, sweeps
 from ogpanel.kalshi import Bucket, Budget, CallRecord, KalshiError, RateLimited, deadline
 from ogpanel.models import AuditEvent, TripAlert, WatcherHeartbeat, WatcherStatus
-from ogpanel.simulator import start as start_simulator
 from tests.conftest import SIM_KEY_ID
 from tests.panel_fixtures import make_credential
 from tests.sweeps import run_sweeps
-
-OTHER_KEY_ID = "second-key-of-the-account"
+from tests.test_degraded_budgets import OTHER_KEY_ID
+from tests.test_degraded_budgets import basic_sim as basic_sim  # a fixture, asked for by name
 
 SCRAPER = "10.9.8.7"
 
@@ -283,16 +282,6 @@ def test_a_call_the_local_limiter_refuses_is_its_refusal_not_an_upstream_429(sim
     assert moved("ogpanel_upstream_rate_limited_total", endpoint=TRIGGER) == 0
     assert moved("ogpanel_upstream_requests_total", endpoint=TRIGGER) == 1
     assert moved("ogpanel_rate_limiter_refusals_total", kind="write") == 1
-
-
-@pytest.fixture
-def basic_sim(rsa_public_pem):
-    """Enforces the Basic tier's budget on the account "member", which both keys belong to."""
-    server = start_simulator(tier="basic")
-    server.add_key(SIM_KEY_ID, rsa_public_pem)
-    server.add_key(OTHER_KEY_ID, rsa_public_pem)
-    yield server
-    server.stop()
 
 
 def test_every_429_the_exchange_answers_is_counted(db, basic_sim, rsa_pem, scraper, settings):
