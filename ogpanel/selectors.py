@@ -204,6 +204,11 @@ def listings(
                 shared[_cache_key(sub)] = cached
                 _refresh_later(sub)
     missing = [sub for sub in subaccounts if _cache_key(sub) not in shared]
+
+    def still_out(sub: Subaccount) -> Listing:
+        """What stands in for a read not back yet: the outdated listing if there is one, else "being read"."""
+        return outdated.get(_cache_key(sub)) or Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
+
     if not missing:
         return [shared[_cache_key(sub)] for sub in subaccounts]
     if stale_ok and not _dashboard_waiters.acquire(blocking=False):
@@ -211,15 +216,13 @@ def listings(
         # second worker thread too. What is missing is read in the background for the next poll.
         for sub in missing:
             _refresh_later(sub)
-            pending = Listing(sub.number, sub.label, error=PENDING, error_kind="Pending")
-            shared[_cache_key(sub)] = outdated.get(_cache_key(sub), pending)
+            shared[_cache_key(sub)] = still_out(sub)
         return [shared[_cache_key(sub)] for sub in subaccounts]
     try:
         reads = {sub: _fan_out.submit(_shared_listing, sub, fresh, floors.get(sub.number)) for sub in missing}
         futures.wait(reads.values(), timeout=wait)
         for sub, read in reads.items():
-            pending = outdated.get(_cache_key(sub), Listing(sub.number, sub.label, error=PENDING, error_kind="Pending"))
-            shared[_cache_key(sub)] = read.result() if read.done() else pending
+            shared[_cache_key(sub)] = read.result() if read.done() else still_out(sub)
     finally:
         if stale_ok:
             _dashboard_waiters.release()
